@@ -1,0 +1,59 @@
+"""Device, dtype and attention backend: chosen once from the flags, logged, shown."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    device: torch.device
+    dtype: torch.dtype
+    attention: str  # "sdpa" or "xformers"
+
+    @property
+    def description(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        return f"{name}, {str(self.dtype).removeprefix('torch.')}, attention: {self.attention}"
+
+
+def choose(*, use_cpu: bool = False, precision: str = "auto", no_half: bool = False,
+           xformers: bool = False) -> DeviceConfig:
+    """fp16 on CUDA (bf16/fp32 by flag), fp32 on the CPU; SDPA unless xformers is asked
+    for and importable on CUDA."""
+    cuda = torch.cuda.is_available() and not use_cpu
+    device = torch.device("cuda" if cuda else "cpu")
+    if not cuda or no_half or precision == "full":
+        dtype = torch.float32
+    elif precision == "bf16":
+        dtype = torch.bfloat16
+    else:
+        dtype = torch.float16
+    attention = "sdpa"
+    if xformers:
+        if not cuda:
+            log.warning("--xformers needs a CUDA GPU; using PyTorch SDPA")
+        else:
+            try:
+                import xformers.ops  # noqa: F401
+                attention = "xformers"
+            except ImportError:
+                log.warning("--xformers given but xformers is not installed; using PyTorch SDPA")
+    config = DeviceConfig(device, dtype, attention)
+    log.info("device: %s", config.description)
+    return config
+
+
+def apply_attention(model, attention: str) -> None:
+    """Set the attention implementation on a freshly loaded model's UNet and VAE."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    for module in (model.unet, model.vae):
+        if attention == "xformers":
+            module.enable_xformers_memory_efficient_attention()
+        else:
+            module.set_attn_processor(AttnProcessor2_0())

@@ -1,0 +1,160 @@
+"""Single-file checkpoints (.safetensors, .ckpt) -> diffusers modules, fully offline.
+
+Configs come from tensor shapes (configs.py), the key conversion from diffusers' own
+single-file converters, tokenizers from the vocabulary we ship. Modules are built on the
+meta device and take the file's tensors directly, so a 6 GB SDXL file is not first
+initialised with random weights.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before diffusers/transformers are imported
+
+import torch
+
+from modules.models import configs
+from modules.models.detect import LATENT_SCALE, CheckpointError, ModelInfo, detect, read_safetensors_header
+from modules.models.tokenizer import load_clip_tokenizer
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    name: str  # path relative to its model folder, as listed
+    short_hash: str
+    info: ModelInfo
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoders: list  # SD1/SD2: [clip]; SDXL: [clip-L, openclip-bigG]; refiner: [bigG]
+    tokenizers: list
+    device: torch.device
+    dtype: torch.dtype
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return self.info.family
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} [{self.short_hash}]"
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata; a clear CheckpointError for anything unreadable."""
+    if path.suffix == ".safetensors":
+        read_safetensors_header(path)  # clear errors for truncated/corrupt files before reading
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                return {k: f.get_tensor(k) for k in f.keys()}, metadata
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise CheckpointError(f"{path.name}: cannot read safetensors file ({e})") from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    except Exception as e:
+        raise CheckpointError(f"{path.name}: cannot load .ckpt safely ({str(e).splitlines()[0]}); "
+                              "convert it to .safetensors") from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name}: not a checkpoint (no state dict inside)")
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}, {}
+
+
+def _on_meta(factory):
+    with torch.device("meta"):
+        return factory()
+
+
+def _fill(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
+    """Load `state` into a meta-built module, exactly: every weight present, none left over."""
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    result = module.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{what} weights do not match the architecture read from the file "
+                              f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+    for name, buf in list(module.named_buffers()):
+        if buf.is_meta:  # non-persistent buffers, such as CLIP's position ids
+            owner = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf != "position_ids":
+                raise CheckpointError(f"{what}: buffer {name} was not in the file")
+            owner.register_buffer(leaf, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
+    return module
+
+
+def _match_text_prefix(model: torch.nn.Module, state: dict) -> dict:
+    """transformers 5 dropped the `text_model.` prefix in CLIPTextModel state dicts but
+    CLIPTextModelWithProjection keeps it; diffusers' converters emit it: follow the model."""
+    state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    if any(k.startswith("text_model.") for k in model.state_dict()):
+        state = {(k if k.startswith("text_projection") else "text_model." + k): v for k, v in state.items()}
+    return state
+
+
+def build_text_encoders(state, shapes, family: str):
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def clip_l(prefix):
+        cfg = CLIPTextConfig(**configs.clip_l_config(shapes, prefix))
+        sd = {k: v for k, v in state.items() if k.startswith(prefix)}
+        model = _on_meta(lambda: CLIPTextModel(cfg))
+        return _fill(model, _match_text_prefix(model, convert_ldm_clip_checkpoint(sd, remove_prefix=prefix)), "text encoder")
+
+    def open_clip(prefix, with_projection):
+        cfg = CLIPTextConfig(**configs.open_clip_config(shapes, prefix))
+        cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+        model = _on_meta(lambda: cls(cfg))
+        converted = _match_text_prefix(model, convert_open_clip_checkpoint(model, state, prefix=prefix))
+        if not with_projection:
+            converted.pop("text_projection.weight", None)
+        return _fill(model, converted, "text encoder")
+
+    if family == "sd1":
+        return [clip_l("cond_stage_model.transformer.")]
+    if family == "sd2":
+        return [open_clip("cond_stage_model.model.", False)]
+    if family == "sdxl":
+        return [clip_l("conditioner.embedders.0.transformer."), open_clip("conditioner.embedders.1.model.", True)]
+    return [open_clip("conditioner.embedders.0.model.", True)]  # sdxl_refiner
+
+
+def load_checkpoint(path: Path, *, name: str, short_hash: str, device: torch.device, dtype: torch.dtype,
+                    cache_dir: Path, default_prediction: str = "epsilon") -> LoadedModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{name}: file not found")
+    state, metadata = read_state_dict(path)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    info = detect(shapes, metadata, path, default_prediction)
+    vae_cfg = configs.vae_config(shapes, LATENT_SCALE[info.family], info.native_size[0])
+    factor = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+    unet_cfg = configs.unet_config(shapes, info.family, info.native_size[0] // factor)
+    unet = _fill(_on_meta(lambda: UNet2DConditionModel(**unet_cfg)),
+                 convert_ldm_unet_checkpoint(state, unet_cfg), "UNet")
+    vae = _fill(_on_meta(lambda: AutoencoderKL(**vae_cfg)), convert_ldm_vae_checkpoint(state, vae_cfg), "VAE")
+    encoders = build_text_encoders(state, shapes, info.family)
+    del state
+    # SDXL's VAE overflows in fp16 (black images): keep it in fp32 on the GPU
+    vae_dtype = torch.float32 if info.family.startswith("sdxl") else dtype
+    unet.to(device, dtype).eval().requires_grad_(False)
+    vae.to(device, vae_dtype).eval().requires_grad_(False)
+    for enc in encoders:
+        enc.to(device, dtype).eval().requires_grad_(False)
+    pads = {"sd1": ["<|endoftext|>"], "sd2": ["!"], "sdxl": ["<|endoftext|>", "!"], "sdxl_refiner": ["!"]}
+    tokenizers = [load_clip_tokenizer(str(cache_dir), pad) for pad in pads[info.family]]
+    return LoadedModel(path, name, short_hash, info, unet, vae, encoders, tokenizers, device, dtype)

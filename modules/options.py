@@ -1,0 +1,40 @@
+"""User settings, persisted to config.json (A1111's names where A1111 has the setting)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass
+class Options:
+    sd_model_checkpoint: str = ""  # title or name; "" = the demo model / first found
+    outdir_samples: str = "outputs"
+    samples_save: bool = True
+    grid_save: bool = True
+    default_prediction_type: str = "epsilon"  # for files that do not say (A1111 reads a .yaml)
+    max_pixels: int = 2048 * 2048
+    max_steps: int = 150
+    max_batch_size: int = 8
+    max_batch_count: int = 100
+    extra: dict = field(default_factory=dict)  # settings of extensions and later features
+
+    @classmethod
+    def load(cls, path: Path) -> "Options":
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        options = cls(**{k: v for k, v in data.items() if k in known and k != "extra"})
+        options.extra = {k: v for k, v in data.items() if k not in known}
+        return options
+
+    def save(self, path: Path) -> None:
+        data = {k: v for k, v in asdict(self).items() if k != "extra"} | self.extra
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.replace(path)

@@ -1,0 +1,78 @@
+"""GenerationRequest: the one description of a job, built by the UI and the API alike.
+
+Field names follow A1111's API (StableDiffusionProcessing) so that the API can build it
+from a JSON body by name, the infotext can round-trip it, and extensions see familiar
+names. Validation lives here so both faces give the same error for the same mistake.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+class RequestError(ValueError):
+    """A bad value in a request: names the field so the UI and API can say which."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Settings that bound one request; the defaults keep a CPU server responsive."""
+    max_pixels: int = 2048 * 2048
+    max_steps: int = 150
+    max_batch_size: int = 8
+    max_batch_count: int = 100
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 20
+    sampler_name: str = "Euler a"
+    scheduler: str = "Automatic"  # A1111's "Schedule type"
+    cfg_scale: float = 7.0
+    width: int | None = None  # None: the model's native size
+    height: int | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    batch_size: int = 1
+    n_iter: int = 1  # A1111's "batch count"
+    clip_skip: int = 1
+    styles: list[str] = field(default_factory=list)
+    checkpoint: str | None = None  # None: the loaded model
+    mode: str = "txt2img"
+    save_images: bool = True
+    extra: dict = field(default_factory=dict)  # fields for later modes and extensions
+
+    def replace(self, **changes) -> "GenerationRequest":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, limits: Limits = Limits()) -> "GenerationRequest":
+        """Raise RequestError for the first bad field; return self for chaining."""
+        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+            raise RequestError("prompt", "must be text")
+        if not 1 <= int(self.steps) <= limits.max_steps:
+            raise RequestError("steps", f"must be between 1 and {limits.max_steps}, got {self.steps}")
+        if not 0 <= float(self.cfg_scale) <= 100:
+            raise RequestError("cfg_scale", f"must be between 0 and 100, got {self.cfg_scale}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (int(value) < 8 or int(value) % 8):
+                raise RequestError(name, f"must be a positive multiple of 8, got {value}")
+        if self.width and self.height and self.width * self.height > limits.max_pixels:
+            raise RequestError("width", f"{self.width}x{self.height} is more than the limit of {limits.max_pixels} pixels")
+        if not 1 <= int(self.batch_size) <= limits.max_batch_size:
+            raise RequestError("batch_size", f"must be between 1 and {limits.max_batch_size}, got {self.batch_size}")
+        if not 1 <= int(self.n_iter) <= limits.max_batch_count:
+            raise RequestError("n_iter", f"must be between 1 and {limits.max_batch_count}, got {self.n_iter}")
+        if not 0 <= float(self.subseed_strength) <= 1:
+            raise RequestError("subseed_strength", f"must be between 0 and 1, got {self.subseed_strength}")
+        if not 1 <= int(self.clip_skip) <= 12:
+            raise RequestError("clip_skip", f"must be between 1 and 12, got {self.clip_skip}")
+        return self

@@ -1,0 +1,183 @@
+"""The runtime: the one place that holds global mutable state.
+
+Options, model folders, the loaded model, and the job in progress live here, and the UI
+and the API reach them through one Runtime object passed to them explicitly.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modules import paths, processing
+from modules.devices import DeviceConfig, apply_attention
+from modules.models.detect import CheckpointError
+from modules.models.loader import LoadedModel, load_checkpoint
+from modules.options import Options
+from modules.request import GenerationRequest, Limits, RequestError
+
+log = logging.getLogger(__name__)
+
+DEMO_CHECKPOINT = "kiln-demo-shapes.safetensors"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RuntimeConfig:
+    data_dir: Path
+    device: DeviceConfig
+    ckpt: str | None = None  # --ckpt: the checkpoint to open first
+    ckpt_dirs: list[Path] = field(default_factory=list)
+    comfyui_dir: Path | None = None
+    extra_model_paths: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    """What /progress and the UI's progress bar read."""
+    job: str | None = None
+    step: int = 0
+    total: int = 0
+    started: float = 0.0
+    latents: object = None
+
+
+class Runtime:
+    def __init__(self, config: RuntimeConfig):
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.folders = paths.default_folders(self.data_dir)
+        # the demo model ships in the repo: list it also when the data dir is elsewhere
+        paths.add_ckpt_dir(self.folders, REPO_ROOT / "models" / "Stable-diffusion")
+        for d in config.ckpt_dirs:
+            paths.add_ckpt_dir(self.folders, d)
+        if config.comfyui_dir:
+            paths.add_comfyui_dir(self.folders, config.comfyui_dir)
+        for yaml_file in config.extra_model_paths:
+            paths.load_extra_model_paths(self.folders, yaml_file)
+        self.options_path = self.data_dir / "config.json"
+        self.options = Options.load(self.options_path)
+        self.cache_dir = self.data_dir / ".cache"
+        self.hashes = paths.HashCache(self.data_dir / "cache.json")
+        self.device = config.device
+        self.model: LoadedModel | None = None
+        self.gpu = threading.Lock()  # one job on the device at a time
+        self.progress = Progress()
+        self.control: processing.JobControl | None = None
+        self.last_load_error: str | None = None
+
+    # ---- checkpoints -------------------------------------------------------------
+    def list_checkpoints(self) -> list[paths.ModelFile]:
+        return paths.list_models(self.folders, "checkpoints", (".safetensors", ".ckpt"))
+
+    def title(self, mf: paths.ModelFile) -> str:
+        """`name [hash]` once the hash is known (hashing every big file up front is slow)."""
+        return paths.checkpoint_title(mf, (self.hashes.cached_sha256(mf.path) or "")[:10] or None)
+
+    def resolve_checkpoint(self, name: str) -> paths.ModelFile:
+        """Accept a name, a title `name [hash]`, a file stem or a short hash (A1111 does)."""
+        wanted = name.strip()
+        bare = wanted.split(" [", 1)[0]
+        files = self.list_checkpoints()
+        for mf in files:
+            if bare in (mf.name, mf.stem, Path(mf.name).name) or wanted == self.title(mf):
+                return mf
+        for mf in files:
+            cached = self.hashes.cached_sha256(mf.path)
+            if cached and len(bare) >= 8 and cached.startswith(bare.lower()):
+                return mf
+        raise CheckpointError(f"checkpoint not found: {name!r} (have: {', '.join(f.name for f in files) or 'none'})")
+
+    def default_checkpoint(self) -> paths.ModelFile | None:
+        for wanted in (self.config.ckpt, self.options.sd_model_checkpoint, DEMO_CHECKPOINT):
+            if wanted:
+                try:
+                    return self.resolve_checkpoint(wanted)
+                except CheckpointError:
+                    continue
+        files = self.list_checkpoints()
+        return files[0] if files else None
+
+    def load_model(self, name: str | None = None) -> LoadedModel:
+        """Load (or keep) a checkpoint. On any failure the previous model stays loaded and
+        a CheckpointError says why."""
+        mf = self.resolve_checkpoint(name) if name else self.default_checkpoint()
+        if mf is None:
+            raise CheckpointError("no checkpoints found: put a .safetensors file in models/Stable-diffusion")
+        if self.model is not None and Path(self.model.path) == Path(mf.path):
+            return self.model
+        started = time.time()
+        try:
+            short = self.hashes.short_hash(mf.path)
+            model = load_checkpoint(mf.path, name=mf.name, short_hash=short, device=self.device.device,
+                                    dtype=self.device.dtype, cache_dir=self.cache_dir,
+                                    default_prediction=self.options.default_prediction_type)
+            apply_attention(model, self.device.attention)
+        except CheckpointError as e:
+            self.last_load_error = str(e)
+            raise
+        except Exception as e:  # anything else a damaged file can raise: still a clear message
+            self.last_load_error = f"{mf.name}: cannot load ({type(e).__name__}: {e})"
+            log.exception("loading %s failed", mf.name)
+            raise CheckpointError(self.last_load_error) from None
+        self.model = model
+        self.last_load_error = None
+        log.info("loaded %s (%s) in %.1fs", model.title, model.info.title, time.time() - started)
+        return model
+
+    def switch_checkpoint(self, name: str) -> LoadedModel:
+        """Load under the device lock (never under a running job) and remember the choice."""
+        with self.gpu:
+            model = self.load_model(name)
+        self.options.sd_model_checkpoint = model.name
+        self.save_options()
+        return model
+
+    def save_options(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.options.save(self.options_path)
+
+    # ---- generation ----------------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        o = self.options
+        return Limits(o.max_pixels, o.max_steps, o.max_batch_size, o.max_batch_count)
+
+    def generate(self, request: GenerationRequest, control: processing.JobControl | None = None,
+                 job: str = "job") -> processing.GenerationResult:
+        request.validate(self.limits)
+        control = control or processing.JobControl()
+        outer = control.on_step
+
+        def on_step(step, total, latents):
+            self.progress.step, self.progress.total, self.progress.latents = step, total, latents
+            if outer:
+                outer(step, total, latents)
+
+        control.on_step = on_step
+        with self.gpu:
+            previous = self.model.name if self.model else None
+            model = self.load_model(request.checkpoint) if request.checkpoint else self.load_model(previous)
+            self.control = control
+            self.progress = Progress(job=job, started=time.time())
+            try:
+                return processing.generate(model, request, outdir=self.data_dir / self.options.outdir_samples,
+                                           control=control, save_grid=self.options.grid_save)
+            finally:
+                self.control = None
+                self.progress = Progress()
+                if request.checkpoint and previous and previous != model.name:
+                    self.load_model(previous)  # a per-request choice does not stick
+
+    def interrupt(self) -> None:
+        if self.control:
+            self.control.interrupted = True
+
+    def skip(self) -> None:
+        if self.control:
+            self.control.skipped = True
+
+
+__all__ = ["Runtime", "RuntimeConfig", "RequestError", "CheckpointError", "DEMO_CHECKPOINT"]

@@ -1,0 +1,244 @@
+"""Train the demo checkpoint from scratch: VAE, then text encoder + UNet.
+
+    python -m modules.training.train            # writes models/Stable-diffusion/kiln-demo-shapes.safetensors
+
+Small Stable Diffusion 1.x architecture (CLIP text encoder with the real CLIP tokenizer,
+UNet2DConditionModel with cross-attention, AutoencoderKL), epsilon prediction on SD1's
+scaled-linear schedule, EMA weights, caption dropout for classifier-free guidance.
+Resumable: state is saved every few hundred steps under --work-dir and picked up again.
+The file is written in the original single-file (LDM) layout with fp16 weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from modules.training.dataset import DATA_VERSION, generate
+
+SD1_LATENT_SCALE = 0.18215  # the loader uses SD1's factor; we fold ours into the VAE
+
+
+def build_models(resolution: int):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+        num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64), sample_size=resolution, scaling_factor=SD1_LATENT_SCALE)
+    unet = UNet2DConditionModel(
+        sample_size=resolution // 4, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(64, 64, 128), norm_num_groups=32, cross_attention_dim=64,
+        attention_head_dim=8,  # SD1 convention: 8 heads (the loader assumes it for SD1 files)
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+    return text, vae, unet
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def train_vae(vae, images, steps, batch, crop, rng, state, save):
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    if "vae_opt" in state:
+        opt.load_state_dict(state["vae_opt"])
+    start = state.get("vae_step", 0)
+    n, size = images.shape[0], images.shape[1]
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="vae")
+    for step in bar:
+        idx = rng.integers(0, n, batch)
+        # random crops: the VAE is convolutional, and a quarter of the pixels is a quarter of the cost
+        c = crop if step < steps * 3 // 4 else size
+        y, x = rng.integers(0, size - c + 1, 2)
+        x0 = to_tensor(images[idx, y:y + c, x:x + c])
+        post = vae.encode(x0).latent_dist
+        rec = vae.decode(post.sample()).sample
+        kl = post.kl().mean() / (c * c)
+        loss = F.mse_loss(rec, x0) + 0.5 * F.l1_loss(rec, x0) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            save(vae_step=step + 1, vae_opt=opt.state_dict())
+
+
+@torch.no_grad()
+def fold_latent_scale(vae, images) -> torch.Tensor:
+    """Scale the encoder's output so latents * 0.18215 have unit variance, as SD1 assumes,
+    and scale the decoder's input back; returns the (scaled) latent means of the data."""
+    means = torch.cat([vae.encode(to_tensor(images[i:i + 256])).latent_dist.mean for i in range(0, len(images), 256)])
+    k = 1.0 / (means.std().item() * SD1_LATENT_SCALE)
+    c = vae.config.latent_channels
+    vae.quant_conv.weight[:c] *= k
+    vae.quant_conv.bias[:c] *= k
+    vae.quant_conv.bias[c:] += 2 * math.log(k)  # log-variance follows the mean's scale
+    vae.post_quant_conv.weight /= k
+    return means * k
+
+
+def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state, save):
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
+    ema_unet, ema_text = EMA(unet, args.ema), EMA(text, args.ema)
+    if "unet_opt" in state:
+        opt.load_state_dict(state["unet_opt"])
+        sched.load_state_dict(state["unet_sched"])
+        ema_unet.shadow, ema_text.shadow = state["ema_unet"], state["ema_text"]
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2  # SD1 scaled-linear
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    start = state.get("unet_step", 0)
+    n = latents.shape[0]
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="unet")
+    for step in bar:
+        idx = rng.integers(0, n, args.batch)
+        captions = ["" if py_rng.random() < 0.1 else scenes[i].caption(py_rng) for i in idx]
+        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        x0 = latents[idx] * SD1_LATENT_SCALE
+        t = torch.from_numpy(rng.integers(0, 1000, args.batch))
+        noise = torch.randn_like(x0)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = text(ids).last_hidden_state
+        loss = F.mse_loss(unet(xt, t, cond).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema_unet.update(unet, step)
+        ema_text.update(text, step)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % 250 == 0 or step + 1 == args.steps:
+            save(unet_step=step + 1, unet_opt=opt.state_dict(), unet_sched=sched.state_dict(),
+                 ema_unet=ema_unet.shadow, ema_text=ema_text.shadow)
+    return ema_unet.shadow, ema_text.shadow
+
+
+def export(path: Path, text_sd, vae, unet_sd, unet_cfg, recipe: dict):
+    from safetensors.torch import save_file
+
+    from modules.models.ldm_layout import sd1_text_to_ldm, unet_to_ldm, vae_to_ldm
+
+    state = {}
+    state.update(unet_to_ldm(unet_sd, unet_cfg["layers_per_block"]))
+    state.update(vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)))
+    state.update(sd1_text_to_ldm(text_sd))
+    state = {k: (v.half() if v.dtype.is_floating_point else v).contiguous() for k, v in state.items()}
+    res = recipe["resolution"]
+    metadata = {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": "stable-diffusion-v1",
+        "modelspec.title": "Kiln demo: shapes",
+        "modelspec.description": "A tiny SD1-architecture model trained by Kiln on flat shapes. Prompts: "
+                                 "'a [small|large] <colour> <shape> [on the left|...] on a <colour> background'.",
+        "modelspec.resolution": f"{res}x{res}",
+        "modelspec.prediction_type": "epsilon",
+        "kiln.recipe": json.dumps(recipe),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="models/Stable-diffusion/kiln-demo-shapes.safetensors")
+    ap.add_argument("--work-dir", default=".cache/demo-training")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--images", type=int, default=20000)
+    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=6000, help="UNet + text encoder steps")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from modules.models.tokenizer import load_clip_tokenizer
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = {"command": "python -m modules.training.train " + shlex.join(sys.argv[1:] if argv is None else argv),
+              "seed": args.seed, "vae_steps": args.vae_steps, "steps": args.steps, "batch": args.batch,
+              "images": args.images, "resolution": args.resolution, "data_version": DATA_VERSION}
+    state_file = work / "state.pt"
+    torch.manual_seed(args.seed)
+    text, vae, unet = build_models(args.resolution)
+    state = {}
+    if state_file.exists():
+        state = torch.load(state_file, weights_only=True)
+        if state.get("recipe") != json.dumps(recipe, sort_keys=True):
+            print("recipe changed: starting over", file=sys.stderr)
+            state = {}
+        else:
+            text.load_state_dict(state["text"])
+            vae.load_state_dict(state["vae"])
+            unet.load_state_dict(state["unet"])
+            print(f"resuming: vae step {state.get('vae_step', 0)}, unet step {state.get('unet_step', 0)}")
+
+    def save(**extra):
+        state.update(extra, text=text.state_dict(), vae=vae.state_dict(), unet=unet.state_dict(),
+                     recipe=json.dumps(recipe, sort_keys=True))
+        torch.save(state, work / "state.tmp")
+        (work / "state.tmp").replace(state_file)
+
+    t0 = time.time()
+    images, scenes = generate(args.images, args.resolution, args.seed)
+    print(f"dataset: {len(scenes)} images in {time.time() - t0:.1f}s")
+    # every random draw comes from generators seeded here, so a resumed run ends the same
+    rng = np.random.default_rng([args.seed, state.get("vae_step", 0), state.get("unet_step", 0)])
+    py_rng = random.Random(args.seed + state.get("unet_step", 0))
+    if state.get("vae_step", 0) < args.vae_steps:
+        train_vae(vae, images, args.vae_steps, args.vae_batch, args.resolution // 2, rng, state, save)
+    vae.eval().requires_grad_(False)
+    if "latent_scale_folded" not in state:
+        fold_latent_scale(vae, images)
+        save(latent_scale_folded=True)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(to_tensor(images[i:i + 256])).latent_dist.mean for i in range(0, len(images), 256)])
+    tokenizer = load_clip_tokenizer(str(work))
+    unet_sd, text_sd = train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state, save)
+    export(Path(args.out), text_sd, vae, unet_sd, unet.config, recipe)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

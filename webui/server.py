@@ -1,0 +1,87 @@
+"""One FastAPI app: the Gradio UI mounted on it (and the API routes, with --api)."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from modules import cmd_args, devices  # noqa: E402
+from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig  # noqa: E402
+
+log = logging.getLogger("kiln")
+
+
+def make_runtime(args) -> Runtime:
+    device = devices.choose(use_cpu="all" in args.use_cpu, precision="full" if args.precision == "full" else
+                            ("bf16" if args.precision == "bf16" else "auto"), no_half=args.no_half,
+                            xformers=args.xformers and not args.opt_sdp_attention)
+    data_dir = Path(args.data_dir or REPO_ROOT).resolve()
+    return Runtime(RuntimeConfig(
+        data_dir=data_dir, device=device, ckpt=args.ckpt,
+        ckpt_dirs=[Path(args.ckpt_dir)] if args.ckpt_dir else [],
+        comfyui_dir=Path(args.comfyui_dir) if args.comfyui_dir else None,
+        extra_model_paths=[Path(p) for p in args.extra_model_paths]))
+
+
+def parse_auth(value: str | None) -> list[tuple[str, str]]:
+    pairs = []
+    for item in (value or "").split(","):
+        if item.strip():
+            user, _, password = item.strip().partition(":")
+            pairs.append((user, password))
+    return pairs
+
+
+def create_app(runtime: Runtime, args):
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from webui.ui import app as ui_app
+
+    app = FastAPI(title="Kiln", docs_url="/docs")
+    if not args.nowebui:
+        demo = ui_app.create(runtime)
+        demo.queue(default_concurrency_limit=1)
+        outputs = runtime.data_dir / runtime.options.outdir_samples
+        outputs.mkdir(parents=True, exist_ok=True)
+        auth = parse_auth(args.gradio_auth or args.api_auth) or None
+        app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=[str(outputs)], auth=auth, footer_links=["api"])
+    return app
+
+
+def load_in_background(runtime: Runtime) -> threading.Thread:
+    """The page is served at once; the first model loads meanwhile (jobs wait for it)."""
+    def load():
+        with runtime.gpu:
+            try:
+                runtime.load_model()
+            except Exception as e:  # the UI shows the message; the server keeps running
+                runtime.last_load_error = str(e)
+                log.error("could not load a checkpoint: %s", e)
+
+    thread = threading.Thread(target=load, name="model-load", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv=None):
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = cmd_args.parse(argv)
+    runtime = make_runtime(args)
+    app = create_app(runtime, args)
+    load_in_background(runtime)
+    host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
+    port = args.port or (7861 if args.nowebui else 7860)
+    print(f"Kiln: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
