@@ -38,8 +38,8 @@ def chunk_count(model, prompt: str) -> int:
 def _layer(encoder, ids: torch.Tensor, index: int, final_norm: bool):
     out = encoder(ids, output_hidden_states=True)
     hidden = out.hidden_states[index]
-    if final_norm:
-        hidden = encoder.text_model.final_layer_norm(hidden)
+    if final_norm:  # transformers 5: CLIPTextModel holds the layers itself, WithProjection wraps them
+        hidden = getattr(encoder, "text_model", encoder).final_layer_norm(hidden)
     pooled = getattr(out, "text_embeds", None)
     return hidden, pooled
 

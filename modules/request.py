@@ -46,8 +46,18 @@ class GenerationRequest:
     clip_skip: int = 1
     styles: list[str] = field(default_factory=list)
     checkpoint: str | None = None  # None: the loaded model
-    mode: str = "txt2img"
+    mode: str = "txt2img"  # "img2img" when init_images is given
     save_images: bool = True
+    # img2img / inpainting (A1111's API names)
+    init_images: list = field(default_factory=list)  # PIL images
+    mask: object = None  # PIL image; white = repaint
+    denoising_strength: float = 0.75
+    resize_mode: int = 0  # img2img.RESIZE_MODES
+    mask_blur: int = 4
+    inpainting_fill: int = 1  # img2img.MASKED_CONTENT: fill, original, latent noise, latent nothing
+    inpaint_full_res: bool = False  # "Only masked"
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0  # 1: inpaint not masked
     extra: dict = field(default_factory=dict)  # fields for later modes and extensions
 
     def replace(self, **changes) -> "GenerationRequest":
@@ -73,6 +83,21 @@ class GenerationRequest:
             raise RequestError("n_iter", f"must be between 1 and {limits.max_batch_count}, got {self.n_iter}")
         if not 0 <= float(self.subseed_strength) <= 1:
             raise RequestError("subseed_strength", f"must be between 0 and 1, got {self.subseed_strength}")
+        if self.init_images or self.mode == "img2img":
+            if not self.init_images:
+                raise RequestError("init_images", "img2img needs an init image")
+            if not 0 <= float(self.denoising_strength) <= 1:
+                raise RequestError("denoising_strength", f"must be between 0 and 1, got {self.denoising_strength}")
+            if int(self.resize_mode) not in range(4):
+                raise RequestError("resize_mode", f"must be 0-3, got {self.resize_mode}")
+            if int(self.inpainting_fill) not in range(4):
+                raise RequestError("inpainting_fill", f"must be 0-3, got {self.inpainting_fill}")
+            if not 0 <= int(self.mask_blur) <= 256:
+                raise RequestError("mask_blur", f"must be between 0 and 256, got {self.mask_blur}")
+            for i, image in enumerate(self.init_images):
+                if getattr(image, "width", 0) * getattr(image, "height", 0) > limits.max_pixels:
+                    raise RequestError("init_images", f"image {i} is {image.width}x{image.height}: more than the limit "
+                                                      f"of {limits.max_pixels} pixels")
         if not 1 <= int(self.clip_skip) <= 12:
             raise RequestError("clip_skip", f"must be between 1 and 12, got {self.clip_skip}")
         return self

@@ -199,24 +199,33 @@ def main(argv=None):
     recipe = {"command": "python -m modules.training.train " + shlex.join(sys.argv[1:] if argv is None else argv),
               "seed": args.seed, "vae_steps": args.vae_steps, "steps": args.steps, "batch": args.batch,
               "images": args.images, "resolution": args.resolution, "data_version": DATA_VERSION}
+    # what each phase's result depends on (the command line itself may differ, e.g. --threads)
+    vae_recipe = json.dumps({k: recipe[k] for k in ("seed", "images", "resolution", "data_version", "vae_steps")}
+                            | {"vae_batch": args.vae_batch}, sort_keys=True)
+    unet_recipe = json.dumps({k: v for k, v in recipe.items() if k != "command"} | {"lr": args.lr, "ema": args.ema},
+                             sort_keys=True)
     state_file = work / "state.pt"
     torch.manual_seed(args.seed)
     text, vae, unet = build_models(args.resolution)
     state = {}
     if state_file.exists():
         state = torch.load(state_file, weights_only=True)
-        if state.get("recipe") != json.dumps(recipe, sort_keys=True):
+        if state.get("vae_recipe") != vae_recipe:
             print("recipe changed: starting over", file=sys.stderr)
             state = {}
         else:
-            text.load_state_dict(state["text"])
             vae.load_state_dict(state["vae"])
-            unet.load_state_dict(state["unet"])
+            if state.get("recipe") != unet_recipe:  # same VAE, new UNet recipe: keep the VAE
+                print("UNet recipe changed: keeping the trained VAE, training the UNet from scratch", file=sys.stderr)
+                state = {k: v for k, v in state.items() if k.startswith("vae") or k == "latent_scale_folded"}
+            else:
+                text.load_state_dict(state["text"])
+                unet.load_state_dict(state["unet"])
             print(f"resuming: vae step {state.get('vae_step', 0)}, unet step {state.get('unet_step', 0)}")
 
     def save(**extra):
         state.update(extra, text=text.state_dict(), vae=vae.state_dict(), unet=unet.state_dict(),
-                     recipe=json.dumps(recipe, sort_keys=True))
+                     recipe=unet_recipe, vae_recipe=vae_recipe)
         torch.save(state, work / "state.tmp")
         (work / "state.tmp").replace(state_file)
 

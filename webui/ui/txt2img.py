@@ -63,8 +63,8 @@ def build(runtime) -> dict:
         return shown, text, result.info
 
     generate.click(run, list(components.values()), [gallery, info, html_info], concurrency_id=GPU,
-                   concurrency_limit=1)
-    prompt.submit(run, list(components.values()), [gallery, info, html_info], concurrency_id=GPU)
+                   concurrency_limit=1, api_name="txt2img")
+    prompt.submit(run, list(components.values()), [gallery, info, html_info], concurrency_id=GPU, api_name=False)
     interrupt.click(runtime.interrupt, queue=False)
     skip.click(runtime.skip, queue=False)
     reuse_seed.click(lambda data: (data or {}).get("seed", -1), html_info, seed, queue=False)

@@ -1,0 +1,152 @@
+"""Image-side preparation for img2img, inpainting and outpainting (pure PIL/numpy).
+
+Resize modes, mask preparation (invert, blur), A1111's masked-content "fill", the
+"only masked" crop region, outpaint padding, and pasting the result back so that pixels
+outside the blurred mask stay exactly as they were.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps
+
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+INPAINT_AREAS = ("Whole picture", "Only masked")
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+    """A1111's resize modes 0-3 (3, latent upscale, resizes the latents instead: here the
+    image is only converted)."""
+    image = image.convert("RGB")
+    if mode in (0, 3) or image.size == (width, height):
+        return image if mode == 3 else image.resize((width, height), Image.Resampling.LANCZOS)
+    if mode == 1:  # crop and resize: cover, then centre-crop
+        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    # resize and fill: fit inside, then stretch the edge rows/columns into the empty bands
+    scale = min(width / image.width, height / image.height)
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    fitted = image.resize((w, h), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height))
+    x, y = (width - w) // 2, (height - h) // 2
+    canvas.paste(fitted, (x, y))
+    if x > 0:
+        canvas.paste(fitted.crop((0, 0, 1, h)).resize((x, h)), (0, y))
+        canvas.paste(fitted.crop((w - 1, 0, w, h)).resize((width - x - w, h)), (x + w, y))
+    if y > 0:
+        canvas.paste(fitted.crop((0, 0, w, 1)).resize((w, y)), (x, 0))
+        canvas.paste(fitted.crop((0, h - 1, w, h)).resize((w, height - y - h)), (x, y + h))
+    return canvas
+
+
+def prepare_mask(mask: Image.Image, size: tuple[int, int], invert: bool, blur: int) -> tuple[Image.Image, Image.Image]:
+    """(sharp, blurred) masks in L mode at `size`; white = repaint. An RGBA mask (as the
+    browser's brush layer sends) uses its alpha channel."""
+    if mask.mode in ("RGBA", "LA"):
+        alpha = mask.getchannel("A")
+        mask = alpha if alpha.getextrema() != (255, 255) else mask.convert("L")
+    sharp = mask.convert("L").resize(size, Image.Resampling.NEAREST)
+    sharp = sharp.point(lambda v: 255 if v >= 128 else 0)
+    if invert:
+        sharp = ImageOps.invert(sharp)
+    blurred = sharp.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else sharp
+    return sharp, blurred
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """A1111's "fill": the masked area takes the surrounding colours. Normalised blurs
+    (blur of the known pixels divided by blur of the known-ness) from wide to narrow;
+    each masked pixel keeps the narrowest blur that reaches it."""
+    src = np.asarray(image.convert("RGB"), dtype=np.float32)
+    known = (np.asarray(mask.convert("L")) < 128).astype(np.float32)
+
+    def blur(a: np.ndarray, radius: int) -> np.ndarray:
+        """Two passes of a box filter (close to a Gaussian), in float."""
+        t = torch.from_numpy(np.ascontiguousarray(a if a.ndim == 3 else a[..., None])).permute(2, 0, 1)[None]
+        k = 2 * radius + 1
+        for _ in range(2):
+            t = torch.nn.functional.avg_pool2d(t, k, stride=1, padding=radius, count_include_pad=True)
+        out = t[0].permute(1, 2, 0).numpy()
+        return out if a.ndim == 3 else out[..., 0]
+
+    filled = np.broadcast_to(src[known > 0].mean(0) if known.any() else np.full(3, 127.0), src.shape).copy()
+    for radius in (128, 32, 8, 2):
+        weight = blur(known, radius)
+        reached = weight > 1e-3
+        colour = blur(src * known[..., None], radius) / np.maximum(weight, 1e-3)[..., None]
+        filled[reached] = colour[reached]
+    result = np.where(known[..., None] > 0, src, filled)
+    return Image.fromarray(np.clip(result, 0, 255).round().astype(np.uint8))
+
+
+@dataclass(frozen=True)
+class Region:
+    """A crop box (left, top, right, bottom) for "Only masked" inpainting."""
+    box: tuple[int, int, int, int]
+
+
+def masked_region(mask: Image.Image, padding: int, width: int, height: int) -> Region | None:
+    """The mask's bounding box plus padding, grown to the target aspect ratio and kept
+    inside the image (A1111's "only masked"). None for an empty mask."""
+    bbox = mask.getbbox()
+    if bbox is None:
+        return None
+    W, H = mask.size
+    x1, y1, x2, y2 = bbox
+    x1, y1, x2, y2 = max(0, x1 - padding), max(0, y1 - padding), min(W, x2 + padding), min(H, y2 + padding)
+    ratio = width / height
+    w, h = x2 - x1, y2 - y1
+    if w / h < ratio:  # too tall: widen
+        grow = min(W, round(h * ratio)) - w
+        x1 = max(0, x1 - grow // 2)
+        x2 = min(W, x1 + w + grow)
+        x1 = max(0, x2 - (w + grow))
+    else:  # too wide: heighten
+        grow = min(H, round(w / ratio)) - h
+        y1 = max(0, y1 - grow // 2)
+        y2 = min(H, y1 + h + grow)
+        y1 = max(0, y2 - (h + grow))
+    return Region((x1, y1, x2, y2))
+
+
+def paste_back(original: Image.Image, generated: Image.Image, blurred_mask: Image.Image,
+               region: Region | None = None) -> Image.Image:
+    """Composite the generated pixels over the original through the blurred mask: where
+    the mask is 0 the original pixel is kept exactly."""
+    original = original.convert("RGB")
+    if region is not None:
+        x1, y1, x2, y2 = region.box
+        full = original.copy()
+        full.paste(generated.resize((x2 - x1, y2 - y1), Image.Resampling.LANCZOS), (x1, y1))
+        generated = full
+    return Image.composite(generated.convert("RGB"), original, blurred_mask.convert("L"))
+
+
+def outpaint_canvas(image: Image.Image, pixels: int, sides: tuple[str, ...], overlap: int = 8,
+                    multiple: int = 8) -> tuple[Image.Image, Image.Image]:
+    """Pad `image` by `pixels` on the given sides (left/right/up/down), rounded so the new
+    size is a multiple of `multiple`; return (padded image, mask of the new border plus a
+    small overlap into the old picture). The new border starts as stretched edge pixels."""
+    image = image.convert("RGB")
+    w, h = image.size
+    left = pixels if "left" in sides else 0
+    right = pixels if "right" in sides else 0
+    up = pixels if "up" in sides else 0
+    down = pixels if "down" in sides else 0
+    new_w, new_h = w + left + right, h + up + down
+    extra_w, extra_h = (-new_w) % multiple, (-new_h) % multiple
+    right += extra_w if right or not left else 0
+    left += extra_w if left and not right else 0
+    down += extra_h if down or not up else 0
+    up += extra_h if up and not down else 0
+    new_w, new_h = w + left + right, h + up + down
+    canvas = image.resize((new_w, new_h), Image.Resampling.BILINEAR)  # rough colours in the new border
+    canvas.paste(image, (left, up))
+    mask = Image.new("L", (new_w, new_h), 255)
+    keep = (left + (overlap if left else 0), up + (overlap if up else 0),
+            left + w - (overlap if right else 0), up + h - (overlap if down else 0))
+    mask.paste(0, keep)
+    return canvas, mask

@@ -1,0 +1,81 @@
+"""The web UI, started as a user starts it, driven over HTTP with gradio_client."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from modules import infotext
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ckpt_dir, tmp_path_factory):
+    data = tmp_path_factory.mktemp("ui-data")
+    port = free_port()
+    log = open(data / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "webui.server", "--port", str(port), "--data-dir", str(data),
+                             "--ckpt-dir", str(tiny_ckpt_dir), "--ckpt", "tiny-sd1.safetensors"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("server exited: " + (data / "server.log").read_text())
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("server did not answer in 120 s: " + (data / "server.log").read_text())
+    yield url, data
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_page_is_served_on_loopback(server):
+    url, _ = server
+    html = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert "<title>Kiln</title>" in html or "Kiln" in html
+
+
+def test_generate_from_the_ui_saves_a_png_with_parameters(server):
+    from gradio_client import Client
+
+    url, data = server
+    client = Client(url, verbose=False)
+    gallery, info, details = client.predict(
+        "a red circle", "ugly", "Euler a", "Automatic", 4, 64, 64, 1, 2, 7, 1234, -1, 0, api_name="/txt2img")
+    assert len(gallery) == 3  # the grid, then the two images
+    assert "Seed: 1234," in info and "Steps: 4," in info and "Negative prompt: ugly" in info
+    saved = sorted((data / "outputs" / "txt2img-images").rglob("*.png"))
+    assert [p.name for p in saved] == ["00000-1234.png", "00001-1235.png"]
+    assert "Seed: 1235," in infotext.read_infotext(saved[1])
+    assert details["all_seeds"] == [1234, 1235]
+
+
+def test_bad_input_is_a_message_and_the_server_keeps_serving(server):
+    from gradio_client import Client
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="Unknown sampler|unknown sampler|Eulerz"):
+        client.predict("x", "", "Eulerz", "Automatic", 4, 64, 64, 1, 1, 7, 1, -1, 0, api_name="/txt2img")
+    gallery, info, _ = client.predict("x", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 5, -1, 0, api_name="/txt2img")
+    assert "Seed: 5," in info
