@@ -42,13 +42,19 @@ def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Imag
     return canvas
 
 
-def prepare_mask(mask: Image.Image, size: tuple[int, int], invert: bool, blur: int) -> tuple[Image.Image, Image.Image]:
-    """(sharp, blurred) masks in L mode at `size`; white = repaint. An RGBA mask (as the
-    browser's brush layer sends) uses its alpha channel."""
+def mask_to_l(mask: Image.Image) -> Image.Image:
+    """A mask as L (white = repaint). An RGBA mask (a brush layer, as the browser sends
+    it) is read from its alpha channel unless that is fully opaque."""
     if mask.mode in ("RGBA", "LA"):
         alpha = mask.getchannel("A")
-        mask = alpha if alpha.getextrema() != (255, 255) else mask.convert("L")
-    sharp = mask.convert("L").resize(size, Image.Resampling.NEAREST)
+        if alpha.getextrema() != (255, 255):
+            return alpha
+    return mask.convert("L")
+
+
+def prepare_mask(mask: Image.Image, size: tuple[int, int], invert: bool, blur: int) -> tuple[Image.Image, Image.Image]:
+    """(sharp, blurred) masks in L mode at `size`; white = repaint."""
+    sharp = mask_to_l(mask).resize(size, Image.Resampling.NEAREST)
     sharp = sharp.point(lambda v: 255 if v >= 128 else 0)
     if invert:
         sharp = ImageOps.invert(sharp)

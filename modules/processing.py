@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import conditioning, images, infotext, samplers
+from modules import conditioning, images, img2img, infotext, samplers
 from modules.request import GenerationRequest, RequestError
 
 
@@ -87,21 +87,35 @@ def _unet_kwargs(model, cond: conditioning.Conditioning, uncond: conditioning.Co
     return {"added_cond_kwargs": {"text_embeds": torch.cat([cond.pooled, uncond.pooled]), "time_ids": time_ids}}
 
 
+@dataclass
+class InitLatents:
+    """img2img's starting point for a batch: the init image latents and, for inpainting,
+    the latent mask (1 = repaint) whose outside is re-imposed after every step."""
+    latents: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
 @torch.no_grad()
 def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, cond, uncond, control: JobControl,
-           width: int, height: int, image_cond: torch.Tensor | None = None) -> torch.Tensor:
-    """The denoising loop: noise -> latents, with CFG and a callback per step.
-    `image_cond` (mask + masked-image latent) feeds the extra input channels of
-    inpainting models."""
+           width: int, height: int, image_cond: torch.Tensor | None = None,
+           init: InitLatents | None = None) -> torch.Tensor:
+    """The denoising loop: noise (txt2img) or noised init latents (img2img) -> latents,
+    with CFG and a callback per step. `image_cond` (mask + masked-image latent) feeds the
+    extra input channels of inpainting models."""
+    denoise = float(request.denoising_strength) if init is not None else 1.0
     sch = samplers.create_scheduler(request.sampler_name, request.scheduler, request.steps,
-                                    prediction_type=model.info.prediction_type, device="cpu")
+                                    prediction_type=model.info.prediction_type, device="cpu", denoise=denoise)
     device, dtype = model.device, model.dtype
     n = noise.shape[0]
-    latents = noise * sch.init_noise_sigma
+    if init is None:
+        latents = noise * sch.init_noise_sigma
+    else:
+        latents = samplers.noise_latents(sch, init.latents, noise)
     context = torch.cat([cond.context, uncond.context])
     extra = _unet_kwargs(model, cond, uncond, width, height, n)
-    total = len(sch.timesteps)
-    for i, t in enumerate(sch.timesteps):
+    timesteps = sch.timesteps
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
         if control.interrupted or control.skipped:
             break
         x = sch.scale_model_input(torch.cat([latents, latents]), t)
@@ -111,6 +125,10 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
         pos, neg = out.chunk(2)
         guided = neg + request.cfg_scale * (pos - neg)
         latents = sch.step(guided, t, latents, generator=generators).prev_sample
+        if init is not None and init.mask is not None:
+            # outside the mask the known picture, noised to the level the next step expects
+            known = sch.add_noise(init.latents, noise, timesteps[i + 1:i + 2]) if i + 1 < total else init.latents
+            latents = init.mask * latents + (1 - init.mask) * known
         if control.on_step:
             control.on_step(i + 1, total, latents)
     return latents
@@ -128,6 +146,14 @@ def txt2img_image_cond(model, n: int, width: int, height: int) -> torch.Tensor |
 
 
 @torch.no_grad()
+def encode(model, images: list[Image.Image]) -> torch.Tensor:
+    """Pixels -> scaled latents (the latent distribution's mean, as A1111's img2img)."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(model.device, model.vae.dtype)
+    return model.vae.encode(x).latent_dist.mean.float().cpu() * model.vae.config.scaling_factor
+
+
+@torch.no_grad()
 def decode(model, latents: torch.Tensor) -> list[Image.Image]:
     vae = model.vae
     x = vae.decode((latents / vae.config.scaling_factor).to(model.device, vae.dtype)).sample.float().cpu()
@@ -135,15 +161,111 @@ def decode(model, latents: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
 
 
+@dataclass
+class Img2ImgBatch:
+    """One batch's img2img inputs, prepared from the init images (and mask)."""
+    init: InitLatents
+    image_cond: torch.Tensor | None
+    originals: list[Image.Image]  # what strength 0 returns and what the result is pasted over
+    blurred_masks: list[Image.Image] | None = None  # at the originals' size
+    regions: list = field(default_factory=list)  # "only masked" crop boxes
+
+
+@torch.no_grad()
+def prepare_img2img(model, request: GenerationRequest, sources: list[Image.Image], noise: torch.Tensor,
+                    width: int, height: int) -> Img2ImgBatch:
+    mode = int(request.resize_mode)
+    factor = model.vae_scale_factor
+    if request.mask is None:
+        originals = [img2img.resize_image(0 if mode == 3 else mode, src, width, height) for src in sources]
+        if mode == 3:  # latent upscale: encode at the source size, resize the latents
+            latents = torch.cat([
+                torch.nn.functional.interpolate(
+                    encode(model, [src.convert("RGB").resize((max(factor, src.width // factor * factor),
+                                                              max(factor, src.height // factor * factor)))]),
+                    size=(height // factor, width // factor), mode="bilinear", align_corners=False)
+                for src in sources])
+        else:
+            latents = encode(model, originals)
+        return Img2ImgBatch(InitLatents(latents), txt2img_image_cond(model, len(sources), width, height), originals)
+
+    invert, blur = bool(request.inpainting_mask_invert), int(request.mask_blur)
+    processed, sharps, blurred_full, regions, originals = [], [], [], [], []
+    for src in sources:
+        if request.inpaint_full_res:  # "only masked": work on the masked region at full size
+            original = src.convert("RGB")
+            sharp_full, blurred = img2img.prepare_mask(request.mask, original.size, invert, blur)
+            region = img2img.masked_region(sharp_full, int(request.inpaint_full_res_padding), width, height)
+            box = region.box if region else (0, 0, *original.size)
+            proc = original.crop(box).resize((width, height), Image.Resampling.LANCZOS)
+            sharp = sharp_full.crop(box).resize((width, height), Image.Resampling.NEAREST)
+        else:  # the mask goes through the same resize as the picture
+            original = img2img.resize_image(mode if mode != 3 else 0, src, width, height)
+            mask = img2img.resize_image(mode if mode != 3 else 0, img2img.mask_to_l(request.mask), width, height)
+            sharp, blurred = img2img.prepare_mask(mask.convert("L"), (width, height), invert, blur)
+            region, proc = None, original
+        if int(request.inpainting_fill) == 0:
+            proc = img2img.fill_masked(proc, sharp)
+        processed.append(proc)
+        sharps.append(sharp)
+        blurred_full.append(blurred)
+        regions.append(region)
+        originals.append(original)
+    latents = encode(model, processed)
+    lat_size = (height // factor, width // factor)
+    # the latent mask follows A1111: the blurred mask at latent size, rounded to 0/1
+    blurred_proc = [b.crop(r.box).resize((width, height)) if r else b for b, r in zip(blurred_full, regions)]
+    mask = torch.stack([torch.from_numpy(np.asarray(b.resize(lat_size[::-1], Image.Resampling.BILINEAR),
+                                                    dtype=np.float32) / 255).round() for b in blurred_proc])[:, None]
+    fill = int(request.inpainting_fill)
+    if fill == 2:  # latent noise
+        latents = latents * (1 - mask) + noise * mask
+    elif fill == 3:  # latent nothing
+        latents = latents * (1 - mask)
+    image_cond = None
+    if model.info.inpainting:
+        sharp_lat = torch.stack([torch.from_numpy(np.asarray(m.resize(lat_size[::-1], Image.Resampling.BILINEAR),
+                                                             dtype=np.float32) / 255).round() for m in sharps])[:, None]
+        grey_masked = [Image.composite(Image.new("RGB", p.size, (128, 128, 128)), p, m) for p, m in zip(processed, sharps)]
+        image_cond = torch.cat([sharp_lat, encode(model, grey_masked)], dim=1)
+    return Img2ImgBatch(InitLatents(latents, mask), image_cond, originals, blurred_full, regions)
+
+
+def finish_img2img(batch: Img2ImgBatch, decoded: list[Image.Image]) -> list[Image.Image]:
+    """Paste inpainted pixels back over the originals through the blurred mask."""
+    if batch.blurred_masks is None:
+        return decoded
+    return [img2img.paste_back(o, d, m, r) for o, d, m, r in zip(batch.originals, decoded, batch.blurred_masks, batch.regions)]
+
+
+def _img2img_infotext(request: GenerationRequest) -> dict:
+    extra = {"Denoising strength": request.denoising_strength}
+    if request.init_images and int(request.resize_mode) == 3:
+        extra["Resize mode"] = img2img.RESIZE_MODES[3]
+    if request.mask is not None:
+        extra.update({
+            "Mask blur": request.mask_blur,
+            "Masked content": img2img.MASKED_CONTENT[int(request.inpainting_fill)],
+            "Inpaint area": img2img.INPAINT_AREAS[int(bool(request.inpaint_full_res))],
+            "Masked area padding": request.inpaint_full_res_padding,
+            "Mask mode": img2img.MASK_MODES[int(bool(request.inpainting_mask_invert))],
+        })
+    return extra
+
+
 def generate(model, request: GenerationRequest, *, outdir: Path, control: JobControl | None = None,
              save_grid: bool = True) -> GenerationResult:
-    """Run a txt2img request on a loaded model; save every image before returning."""
+    """Run a txt2img or img2img request on a loaded model; save every image before
+    returning."""
     control = control or JobControl()
     started = time.time()
-    width = request.width or model.info.native_size[0]
-    height = request.height or model.info.native_size[1]
-    request = request.replace(width=width, height=height)
+    is_img2img = bool(request.init_images)
+    width = request.width or (request.init_images[0].width if is_img2img else model.info.native_size[0])
+    height = request.height or (request.init_images[0].height if is_img2img else model.info.native_size[1])
     factor = model.vae_scale_factor
+    if is_img2img and not request.width:  # an init image's own size, rounded to what the model takes
+        width, height = max(factor, width // factor * factor), max(factor, height // factor * factor)
+    request = request.replace(width=width, height=height, mode="img2img" if is_img2img else request.mode)
     if width % factor or height % factor:
         raise RequestError("width", f"width and height must be multiples of {factor} for this model")
     samplers.validate(request.sampler_name, request.scheduler)
@@ -155,20 +277,34 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
     result = GenerationResult([], [], all_seeds, all_subseeds, request=request)
     folder = images.dated_folder(outdir, f"{request.mode}-images")
     latent_shape = (model.vae.config.latent_channels, height // factor, width // factor)
+    extra_info = _img2img_infotext(request) if is_img2img else {}
     for batch in range(request.n_iter):
         if control.interrupted:
             break
         control.skipped = False
-        seeds = all_seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
-        subseeds = all_subseeds[batch * request.batch_size:(batch + 1) * request.batch_size]
-        cond, uncond = conditioning.encode_pair(model, [request.prompt] * len(seeds),
-                                                [request.negative_prompt] * len(seeds), request.clip_skip)
+        first = batch * request.batch_size
+        seeds = all_seeds[first:first + request.batch_size]
+        subseeds = all_subseeds[first:first + request.batch_size]
         noise, gens = make_noise(seeds, subseeds, request.subseed_strength, latent_shape)
-        latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
-                         txt2img_image_cond(model, len(seeds), width, height))
-        for img, s, ss in zip(decode(model, latents), seeds, subseeds):
+        if is_img2img:
+            sources = [request.init_images[(first + i) % len(request.init_images)] for i in range(len(seeds))]
+            prepared = prepare_img2img(model, request, sources, noise, width, height)
+        if is_img2img and float(request.denoising_strength) == 0:
+            outputs = [o.copy() for o in prepared.originals]  # nothing to denoise: the input, exactly
+        else:
+            cond, uncond = conditioning.encode_pair(model, [request.prompt] * len(seeds),
+                                                    [request.negative_prompt] * len(seeds), request.clip_skip)
+            if is_img2img:
+                latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
+                                 prepared.image_cond, prepared.init)
+                outputs = finish_img2img(prepared, decode(model, latents))
+            else:
+                latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
+                                 txt2img_image_cond(model, len(seeds), width, height))
+                outputs = decode(model, latents)
+        for img, s, ss in zip(outputs, seeds, subseeds):
             text = infotext.build_infotext(request, seed=s, subseed=ss, model_name=model.name, model_hash=model.short_hash,
-                                           width=width, height=height, extra={"Version": "kiln"})
+                                           width=width, height=height, extra=extra_info | {"Version": "kiln"})
             if request.save_images:
                 result.paths.append(images.save_image(img, folder, str(s), text))
             result.images.append(img)
