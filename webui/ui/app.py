@@ -7,7 +7,7 @@ import gradio as gr
 
 from modules.models.detect import CheckpointError
 from modules.runtime import DEMO_CHECKPOINT
-from webui.ui import png_info, txt2img
+from webui.ui import generation, png_info
 from webui.ui.common import GPU, user_error
 
 DEMO_NOTE = ("**Demo model loaded**: a tiny model that draws one flat shape on a flat background "
@@ -23,10 +23,16 @@ def create(runtime) -> gr.Blocks:
             refresh = gr.Button("🔄", elem_id="refresh_checkpoints", scale=0, min_width=40)
         note = gr.Markdown(visible=False, elem_id="demo_note")
         with gr.Tabs() as tabs:
-            with gr.Tab("txt2img", id="txt2img"):
-                t2i = txt2img.build(runtime)
+            built = {}
+            for mode in ("txt2img", "img2img", "inpaint"):
+                with gr.Tab(mode, id=mode):
+                    built[mode] = generation.build(runtime, mode)
             with gr.Tab("PNG Info", id="png_info"):
-                png_info.build(t2i, tabs, "txt2img")
+                png_info.build(built["txt2img"], tabs)
+        for tab in built.values():  # "Send to img2img / inpaint" under every gallery
+            for target, button in tab.send_buttons.items():
+                button.click(_sender(target), [tab.gallery, tab.selected],
+                             [built[target].image_input, tabs], queue=False, api_name=False)
         gr.Markdown(footer(runtime), elem_id="footer")
 
         def titles():
@@ -38,26 +44,37 @@ def create(runtime) -> gr.Blocks:
             demo_loaded = bool(m and m.name.endswith(DEMO_CHECKPOINT))
             return m, value, demo_loaded
 
+        sizes = [c for tab in built.values() for c in (tab.fields["width"], tab.fields["height"])]
+
         def on_load():
             m, value, demo_loaded = state()
             w, h = m.info.native_size if m else (512, 512)
-            return (gr.update(choices=titles(), value=value), gr.update(value=DEMO_NOTE, visible=demo_loaded),
-                    gr.update(value=w), gr.update(value=h))
+            return [gr.update(choices=titles(), value=value), gr.update(value=DEMO_NOTE, visible=demo_loaded)] + \
+                [gr.update(value=w), gr.update(value=h)] * len(built)
 
         def on_change(title):
             if not title or (runtime.model and title == runtime.model.title):
-                return gr.update(), gr.update(), gr.update(), gr.update()
+                return [gr.update()] * (2 + len(sizes))
             try:
                 runtime.switch_checkpoint(title)
             except CheckpointError as e:
                 raise user_error(e) from None
             return on_load()
 
-        outputs = [checkpoint, note, t2i["width"], t2i["height"]]
-        demo.load(on_load, None, outputs, queue=False)
-        checkpoint.input(on_change, checkpoint, outputs, concurrency_id=GPU)
-        refresh.click(lambda: gr.update(choices=titles()), None, checkpoint, queue=False)
+        outputs = [checkpoint, note] + sizes
+        demo.load(on_load, None, outputs, queue=False, api_name=False)
+        checkpoint.input(on_change, checkpoint, outputs, concurrency_id=GPU, api_name="switch_checkpoint")
+        refresh.click(lambda: gr.update(choices=titles()), None, checkpoint, queue=False, api_name=False)
     return demo
+
+
+def _sender(target: str):
+    def send(gallery_value, index):
+        image = generation.gallery_image(gallery_value, index)
+        if image is None:
+            raise gr.Error("Generate an image first", print_exception=False)
+        return image, gr.Tabs(selected=target)
+    return send
 
 
 def footer(runtime) -> str:

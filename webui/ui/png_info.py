@@ -4,11 +4,10 @@ from __future__ import annotations
 import gradio as gr
 
 from modules import infotext
+from webui.ui import generation
 
 
-def build(txt2img_components: dict, tabs, txt2img_tab_id: str):
-    from webui.ui import txt2img
-
+def build(txt2img: generation.Tab, tabs):
     with gr.Row():
         image = gr.Image(label="Source", type="filepath", sources=["upload", "clipboard"], elem_id="pnginfo_image")
         with gr.Column():
@@ -22,7 +21,8 @@ def build(txt2img_components: dict, tabs, txt2img_tab_id: str):
 
     def to_txt2img(text_value):
         fields = infotext.request_fields_from_infotext(text_value or "")
-        return txt2img.apply_fields(txt2img_components, fields) + [gr.Tabs(selected=txt2img_tab_id)]
+        return generation.apply_fields(txt2img, fields) + [gr.Tabs(selected="txt2img")]
 
-    image.change(read, image, text, queue=False)
-    send.click(to_txt2img, text, [txt2img_components[f] for f in txt2img.FIELDS] + [tabs], queue=False)
+    image.change(read, image, text, queue=False, api_name="png_info")
+    send.click(to_txt2img, text, [txt2img.fields[f] for f in generation.COMMON] + [tabs], queue=False,
+               api_name="send_to_txt2img")
