@@ -18,6 +18,8 @@ class Options:
     max_steps: int = 150
     max_batch_size: int = 8
     max_batch_count: int = 100
+    show_progress_every_n_steps: int = 5  # live preview every N sampler steps; 0 = off
+    live_previews_enable: bool = True
     extra: dict = field(default_factory=dict)  # settings of extensions and later features
 
     @classmethod

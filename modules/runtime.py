@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import paths, processing
+from modules import paths, previews, processing
 from modules.devices import DeviceConfig, apply_attention
+from modules.jobs import JobQueue, Progress, Task
 from modules.models.detect import CheckpointError
 from modules.models.loader import LoadedModel, load_checkpoint
 from modules.options import Options
@@ -34,16 +35,6 @@ class RuntimeConfig:
     extra_model_paths: list[Path] = field(default_factory=list)
 
 
-@dataclass
-class Progress:
-    """What /progress and the UI's progress bar read."""
-    job: str | None = None
-    step: int = 0
-    total: int = 0
-    started: float = 0.0
-    latents: object = None
-
-
 class Runtime:
     def __init__(self, config: RuntimeConfig):
         self.config = config
@@ -63,10 +54,12 @@ class Runtime:
         self.hashes = paths.HashCache(self.data_dir / "cache.json")
         self.device = config.device
         self.model: LoadedModel | None = None
-        self.gpu = threading.Lock()  # one job on the device at a time
-        self.progress = Progress()
+        self.gpu = threading.Lock()  # one job on the device at a time (the worker holds it)
+        self.jobs = JobQueue(lock=self.gpu)  # every device job, from the UI and the API, in order
+        self.progress = Progress()  # the running generation (what /progress and the UI read)
         self.control: processing.JobControl | None = None
         self.last_load_error: str | None = None
+        self.unloaded_name: str | None = None  # what unload_checkpoint freed (reload_checkpoint loads it)
 
     # ---- checkpoints -------------------------------------------------------------
     def list_checkpoints(self) -> list[paths.ModelFile]:
@@ -128,12 +121,33 @@ class Runtime:
         return model
 
     def switch_checkpoint(self, name: str) -> LoadedModel:
-        """Load under the device lock (never under a running job) and remember the choice."""
-        with self.gpu:
-            model = self.load_model(name)
+        """Load through the job queue (never under a running job) and remember the choice."""
+        model = self.jobs.run(lambda: self.load_model(name), name="load checkpoint")
         self.options.sd_model_checkpoint = model.name
         self.save_options()
         return model
+
+    def unload_checkpoint(self) -> None:
+        """Free the loaded model (through the queue); the next job loads it again."""
+        def unload():
+            if self.model is not None:
+                self.unloaded_name = self.model.name
+            self.model = None
+            import gc
+
+            import torch
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+        self.jobs.run(unload, name="unload checkpoint")
+
+    def reload_checkpoint(self) -> LoadedModel:
+        """Load the chosen checkpoint again (after unload_checkpoint)."""
+        def reload():
+            return self.load_model(self.model.name if self.model else self.unloaded_name)
+
+        return self.jobs.run(reload, name="load checkpoint")
 
     def save_options(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -146,30 +160,67 @@ class Runtime:
         return Limits(o.max_pixels, o.max_steps, o.max_batch_size, o.max_batch_count)
 
     def generate(self, request: GenerationRequest, control: processing.JobControl | None = None,
-                 job: str = "job") -> processing.GenerationResult:
+                 job: str = "job", *, task_id: str | None = None,
+                 keep_checkpoint: bool = False) -> processing.GenerationResult:
+        """Queue the request behind the jobs already waiting and wait for its result."""
+        if self.jobs.in_worker():  # called from inside a job: run it now
+            request.validate(self.limits)
+            return self._generate_now(request, control or processing.JobControl(), job, keep_checkpoint)
+        return self.submit(request, control, job, task_id=task_id, keep_checkpoint=keep_checkpoint).result()
+
+    def submit(self, request: GenerationRequest, control: processing.JobControl | None = None, job: str = "job", *,
+               task_id: str | None = None, keep_checkpoint: bool = False) -> Task:
+        """Validate now (a bad request never waits in the queue), queue, return the Task.
+        `keep_checkpoint`: a request.checkpoint stays loaded (and chosen) afterwards."""
         request.validate(self.limits)
         control = control or processing.JobControl()
+        return self.jobs.submit(lambda: self._generate_now(request, control, job, keep_checkpoint),
+                                name=job, task_id=task_id)
+
+    def _generate_now(self, request: GenerationRequest, control: processing.JobControl, job: str,
+                      keep_checkpoint: bool = False) -> processing.GenerationResult:
+        """Run on the worker: load (or switch) the model, sample with progress and
+        previews, restore a per-request checkpoint."""
+        task = self.jobs.current
+        progress = Progress.begin(job, task.id if task else None, request.n_iter, control)
+        progress.textinfo = "Loading checkpoint"
         outer = control.on_step
+        every = int(self.options.show_progress_every_n_steps or 0) if self.options.live_previews_enable else 0
+        self.control, self.progress = control, progress
+        previous = self.model.name if self.model else None
+        try:
+            model = self.load_model(request.checkpoint or previous or self.unloaded_name)
+            space = previews.latent_space(model)
 
-        def on_step(step, total, latents):
-            self.progress.step, self.progress.total, self.progress.latents = step, total, latents
-            if outer:
-                outer(step, total, latents)
+            def on_step(step, total, latents):
+                progress.on_step(step, total)
+                progress.latents = latents
+                if previews.is_due(step, total, every):
+                    try:
+                        progress.preview = previews.preview(latents, space, model.vae_scale_factor)
+                        progress.preview_step = progress.overall_step
+                    except Exception:  # a preview is never worth a failed job
+                        log.exception("live preview failed")
+                if outer:
+                    outer(step, total, latents)
 
-        control.on_step = on_step
-        with self.gpu:
-            previous = self.model.name if self.model else None
-            model = self.load_model(request.checkpoint) if request.checkpoint else self.load_model(previous)
-            self.control = control
-            self.progress = Progress(job=job, started=time.time())
-            try:
-                return processing.generate(model, request, outdir=self.data_dir / self.options.outdir_samples,
-                                           control=control, save_grid=self.options.grid_save)
-            finally:
-                self.control = None
-                self.progress = Progress()
-                if request.checkpoint and previous and previous != model.name:
+            control.on_step = on_step
+            progress.textinfo = None
+            return processing.generate(model, request, outdir=self.data_dir / self.options.outdir_samples,
+                                       control=control, save_grid=self.options.grid_save)
+        finally:
+            control.on_step = outer
+            self.control = None
+            self.progress = Progress()
+            current = self.model.name if self.model else None
+            if request.checkpoint and keep_checkpoint and current:
+                self.options.sd_model_checkpoint = current
+                self.save_options()
+            elif request.checkpoint and previous and previous != current:
+                try:
                     self.load_model(previous)  # a per-request choice does not stick
+                except CheckpointError:
+                    log.exception("could not restore %s after a per-request checkpoint", previous)
 
     def interrupt(self) -> None:
         if self.control:

@@ -28,6 +28,7 @@ DDIM, PLMS, UniPC, LCM.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -39,6 +40,8 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestra
                        EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler,
                        KDPM2DiscreteScheduler, LCMScheduler, LMSDiscreteScheduler, PNDMScheduler,
                        UniPCMultistepScheduler)
+from diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete import KDPM2AncestralDiscreteSchedulerOutput
+from diffusers.utils.torch_utils import randn_tensor
 
 
 class SamplerError(ValueError):
@@ -179,17 +182,11 @@ class _KilnScheduler:
     def _install(self, sigmas: torch.Tensor, log_sigmas: torch.Tensor, device) -> None:
         raise NotImplementedError
 
-    @classmethod
-    def _base_step_takes(cls, name: str) -> bool:
-        for base in cls.__mro__[1:]:
-            if base is not _KilnScheduler and "step" in vars(base):
-                return name in inspect.signature(vars(base)["step"]).parameters
-        return False
-
     def step(self, model_output, timestep, sample, *args, generator=None, **kwargs):
-        if generator is not None and self._base_step_takes("generator"):
+        base_step = super().step
+        if generator is not None and "generator" in inspect.signature(base_step).parameters:
             kwargs["generator"] = generator
-        return super().step(model_output, timestep, sample, *args, **kwargs)
+        return base_step(model_output, timestep, sample, *args, **kwargs)
 
     def _denoised(self, model_output: torch.Tensor, sample: torch.Tensor, sigma) -> torch.Tensor:
         """x0 from the UNet output at noise level sigma (the input's scale is sigma's)."""
@@ -305,15 +302,12 @@ class KilnDPMPP2SAncestralScheduler(KilnDPM2AncestralScheduler):
         # exponential integrator with the denoised image held constant over the step
         prev = (target / sigma) * sample + (1 - target / sigma) * denoised
         if not first:
-            from diffusers.utils.torch_utils import randn_tensor
             noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
                                  dtype=model_output.dtype)
             prev = prev + noise * self.sigmas_up[i]
         self._step_index += 1
         if not return_dict:
             return prev, denoised
-        from diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete import \
-            KDPM2AncestralDiscreteSchedulerOutput
         return KDPM2AncestralDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=denoised)
 
 
@@ -382,6 +376,7 @@ class KilnDPMSolverMultistepScheduler(_SDE, DPMSolverMultistepScheduler):
         self.model_outputs = [None] * self.config.solver_order
         self.lower_order_nums = 0
         self.init_noise_sigma = (sigmas[0] / (sigmas[0] ** 2 + 1) ** 0.5).item()
+        self._noise_sampler = None
 
     def step(self, model_output, timestep, sample, generator=None, variance_noise=None, **kwargs):
         if self.config.algorithm_type == "sde-dpmsolver++" and variance_noise is None and generator is not None:
@@ -391,7 +386,7 @@ class KilnDPMSolverMultistepScheduler(_SDE, DPMSolverMultistepScheduler):
             if sigma_next == 0:
                 variance_noise = torch.zeros_like(sample)  # the last step adds no noise
             else:
-                if getattr(self, "_noise_sampler", None) is None:
+                if self._noise_sampler is None:
                     self._noise_sampler = _brownian_noise(sample, self._brownian_range(), _generator_seeds(generator))
                 variance_noise = self._noise_sampler(sigma.item(), sigma_next.item())
         return super().step(model_output, timestep, sample, generator=generator, variance_noise=variance_noise,
@@ -401,33 +396,32 @@ class KilnDPMSolverMultistepScheduler(_SDE, DPMSolverMultistepScheduler):
         if self.config.algorithm_type != "sde-dpmsolver++":
             return super().multistep_dpm_solver_third_order_update(model_output_list, *args, sample=sample,
                                                                    noise=noise, **kwargs)
-        # DPM-Solver++(3M) SDE as A1111 runs it. (diffusers 0.42's sde branch has the
-        # opposite sign on the 0.5 in the D2 coefficient, which makes it ~ -1 instead of
-        # ~ h / 3 for small steps.)
+        # DPM-Solver++(3M) SDE (eta 1) as k-diffusion, and so A1111, runs it. diffusers 0.42's
+        # sde branch has the opposite sign on the 0.5 in the D2 coefficient (~ -1 instead of
+        # ~ h / 3 for small steps), which throws its results far off.
         i = self.step_index
-        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(self.sigmas[i + 1])
-        lambdas = []
-        for k in (i + 1, i, i - 1, i - 2):
-            a, s = self._sigma_to_alpha_sigma_t(self.sigmas[k])
-            lambdas.append(torch.log(a) - torch.log(s))
-        lambda_t, lambda_s0, lambda_s1, lambda_s2 = lambdas
+        (alpha_t, sigma_t), (alpha_0, sigma_0), (alpha_1, sigma_1), (alpha_2, sigma_2) = (
+            self._sigma_to_alpha_sigma_t(self.sigmas[k]) for k in (i + 1, i, i - 1, i - 2))
+        lambda_t, lambda_0, lambda_1, lambda_2 = (torch.log(a) - torch.log(s) for a, s in (
+            (alpha_t, sigma_t), (alpha_0, sigma_0), (alpha_1, sigma_1), (alpha_2, sigma_2)))
         m0, m1, m2 = model_output_list[-1], model_output_list[-2], model_output_list[-3]
-        h, h_0, h_1 = lambda_t - lambda_s0, lambda_s0 - lambda_s1, lambda_s1 - lambda_s2
-        r0, r1 = h_0 / h, h_1 / h
+        h = lambda_t - lambda_0
+        r0, r1 = (lambda_0 - lambda_1) / h, (lambda_1 - lambda_2) / h
         d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
         d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
         d2 = (d1_0 - d1_1) / (r0 + r1)
-        hh = 2 * h  # eta = 1
+        hh = 2 * h  # h * (1 + eta)
         phi_1 = -torch.expm1(-hh)
         phi_2 = 1 - phi_1 / hh
         phi_3 = phi_2 / hh - 0.5
-        _, sigma_s0 = self._sigma_to_alpha_sigma_t(self.sigmas[i])
-        return ((sigma_t / sigma_s0 * torch.exp(-h)) * sample
+        return ((sigma_t / sigma_0 * torch.exp(-h)) * sample
                 + alpha_t * (phi_1 * m0 + phi_2 * d1 - phi_3 * d2)
                 + sigma_t * torch.sqrt(-torch.expm1(-2.0 * h)) * noise)
 
 
 class KilnUniPCScheduler(_KilnScheduler, UniPCMultistepScheduler):
+    """UniPC on the variance-preserving scale, like DPM++ 2M."""
+
     def _install(self, sigmas, log_sigmas, device):
         self.sigmas = sigmas
         self.timesteps = sigma_to_t(sigmas[:-1], log_sigmas).to(device)
@@ -588,7 +582,7 @@ def split_legacy_name(name: str) -> tuple[str, str]:
 
 def resolve(sampler_name: str, schedule_type: str | None = "Automatic") -> tuple[Sampler, str]:
     """(sampler, schedule type label) for a request, checking that they go together. A
-    legacy name ("DPM++ 2M Karras") is split when the schedule type is Automatic."""
+    legacy name ("DPM++ 2M Karras") brings its own schedule type, as in A1111."""
     try:
         sampler = get_sampler(sampler_name)
         legacy = None
@@ -596,8 +590,8 @@ def resolve(sampler_name: str, schedule_type: str | None = "Automatic") -> tuple
         name, legacy = split_legacy_name(sampler_name)
         sampler = SAMPLERS[name]
     label = get_schedule_type(schedule_type)
-    if label == "Automatic" and legacy:
-        label = legacy
+    if legacy and legacy != "Automatic":
+        label = legacy  # as A1111's get_sampler_and_scheduler: the name's suffix wins
     if label not in sampler.schedule_types:
         raise SamplerError(f"Schedule type {label!r} is not available for sampler {sampler.name!r}. "
                            f"Valid schedule types for it: {', '.join(sampler.schedule_types)}")
@@ -630,9 +624,11 @@ def _img2img_start(total: int, denoise: float) -> int:
 
 
 def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise SamplerError(f"steps must be a whole number >= 1, not {steps!r}")
-    return int(steps)
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1:
+        return steps
+    if isinstance(steps, float) and steps.is_integer() and steps >= 1:
+        return int(steps)
+    raise SamplerError(f"steps must be a whole number >= 1, not {steps!r}")
 
 
 def full_sigmas(sampler_name: str, schedule_type: str | None, steps: int, *,
@@ -674,7 +670,18 @@ def _training_config(alphas_cumprod: torch.Tensor | None) -> dict:
         return dict(SD_TRAINING)
     ac = alphas_cumprod.detach().double().cpu()
     betas = 1 - ac / torch.cat([ac.new_ones(1), ac[:-1]])
-    return {"num_train_timesteps": len(ac), "trained_betas": betas.float().tolist()}
+    return {"num_train_timesteps": len(ac), "trained_betas": tuple(betas.float().tolist())}
+
+
+@functools.lru_cache(maxsize=32)
+def _prototype(cls, config: tuple):
+    return cls(**dict(config))
+
+
+def _new_scheduler(sampler: Sampler, config: dict):
+    """A fresh scheduler: a copy of a cached one, as some classes (KDPM2*, DPMSolverSDE)
+    spend a noticeable time in their constructor."""
+    return copy.deepcopy(_prototype(sampler.scheduler_class(), tuple(sorted(config.items()))))
 
 
 def _timestep_scheduler(sampler: Sampler, label: str, steps: int, prediction_type: str, device,
@@ -682,7 +689,7 @@ def _timestep_scheduler(sampler: Sampler, label: str, steps: int, prediction_typ
     config = {**_training_config(alphas_cumprod), **sampler.config, "prediction_type": prediction_type}
     if label == "SGM Uniform":
         config.update(timestep_spacing="trailing", steps_offset=0)
-    sch = sampler.scheduler_class()(**config)
+    sch = _new_scheduler(sampler, config)
     if isinstance(sch, LCMScheduler):
         sch.set_timesteps(steps, device=device, original_inference_steps=max(50, steps))
     else:
@@ -719,8 +726,9 @@ def create_scheduler(sampler_name: str, schedule_type: str | None, steps: int, *
         return _timestep_scheduler(sampler, label, steps, prediction_type, device, alphas_cumprod, denoise)
     full = full_sigmas(sampler.name, label, steps, alphas_cumprod=alphas_cumprod)
     sigmas = full[_img2img_start(len(full) - 1, denoise):]
-    config = {**SD_TRAINING, "timestep_spacing": "linspace", **sampler.config, "prediction_type": prediction_type}
-    sch = sampler.scheduler_class()(**config)
+    config = {**_training_config(alphas_cumprod), "timestep_spacing": "linspace", **sampler.config,
+              "prediction_type": prediction_type}
+    sch = _new_scheduler(sampler, config)
     sch.set_timesteps(len(sigmas) - 1, device=device)  # resets the class's own state
     sch._install(sigmas, training_sigmas(alphas_cumprod).log(), device)
     sch.set_begin_index(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,35 +37,40 @@ def parse_auth(value: str | None) -> list[tuple[str, str]]:
 
 
 def create_app(runtime: Runtime, args):
-    import gradio as gr
     from fastapi import FastAPI
 
-    from webui.ui import app as ui_app
-
-    app = FastAPI(title="Kiln", docs_url="/docs")
+    app = FastAPI(title="Kiln", docs_url="/docs",
+                  description="A1111-compatible API under /sdapi/v1 (with --api or --nowebui).")
+    if args.api or args.nowebui:
+        from webui import api
+        # each face takes its own flag, or the other's when only one is given
+        api.install(app, runtime, args, credentials=parse_auth(args.api_auth or args.gradio_auth))
     if not args.nowebui:
+        import gradio as gr
+
+        from webui.ui import app as ui_app
+
         demo = ui_app.create(runtime)
         demo.queue(default_concurrency_limit=1)
         outputs = runtime.data_dir / runtime.options.outdir_samples
         outputs.mkdir(parents=True, exist_ok=True)
         auth = parse_auth(args.gradio_auth or args.api_auth) or None
+        # mounted last: a mount at "/" shadows every route added after it
         app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=[str(outputs)], auth=auth, footer_links=["api"])
     return app
 
 
-def load_in_background(runtime: Runtime) -> threading.Thread:
-    """The page is served at once; the first model loads meanwhile (jobs wait for it)."""
+def load_in_background(runtime: Runtime):
+    """The page is served at once; the first model loads meanwhile, as the first task
+    of the job queue (jobs queue behind it). Returns the Task."""
     def load():
-        with runtime.gpu:
-            try:
-                runtime.load_model()
-            except Exception as e:  # the UI shows the message; the server keeps running
-                runtime.last_load_error = str(e)
-                log.error("could not load a checkpoint: %s", e)
+        try:
+            runtime.load_model()
+        except Exception as e:  # the UI shows the message; the server keeps running
+            runtime.last_load_error = str(e)
+            log.error("could not load a checkpoint: %s", e)
 
-    thread = threading.Thread(target=load, name="model-load", daemon=True)
-    thread.start()
-    return thread
+    return runtime.jobs.submit(load, name="load checkpoint")
 
 
 def main(argv=None):

@@ -188,6 +188,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write the checkpoint from the saved state's EMA weights now (an unfinished run is marked so)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -229,6 +231,13 @@ def main(argv=None):
         torch.save(state, work / "state.tmp")
         (work / "state.tmp").replace(state_file)
 
+    if args.export_only:
+        if "ema_unet" not in state:
+            sys.exit("no UNet training state to export yet")
+        recipe["steps_completed"] = state["unet_step"]
+        export(Path(args.out), state["ema_text"], vae, state["ema_unet"], unet.config, recipe)
+        print(f"wrote {args.out} from step {state['unet_step']} of {args.steps}")
+        return
     t0 = time.time()
     images, scenes = generate(args.images, args.resolution, args.seed)
     print(f"dataset: {len(scenes)} images in {time.time() - t0:.1f}s")
@@ -245,6 +254,7 @@ def main(argv=None):
         latents = torch.cat([vae.encode(to_tensor(images[i:i + 256])).latent_dist.mean for i in range(0, len(images), 256)])
     tokenizer = load_clip_tokenizer(str(work))
     unet_sd, text_sd = train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state, save)
+    recipe["steps_completed"] = args.steps
     export(Path(args.out), text_sd, vae, unet_sd, unet.config, recipe)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f}s")
 
