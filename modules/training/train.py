@@ -204,8 +204,9 @@ def main(argv=None):
     # what each phase's result depends on (the command line itself may differ, e.g. --threads)
     vae_recipe = json.dumps({k: recipe[k] for k in ("seed", "images", "resolution", "data_version", "vae_steps")}
                             | {"vae_batch": args.vae_batch}, sort_keys=True)
-    unet_recipe = json.dumps({k: v for k, v in recipe.items() if k != "command"} | {"lr": args.lr, "ema": args.ema},
-                             sort_keys=True)
+    # --steps is the total: raising it continues a finished or interrupted run
+    unet_recipe = json.dumps({k: v for k, v in recipe.items() if k not in ("command", "steps")}
+                             | {"lr": args.lr, "ema": args.ema}, sort_keys=True)
     state_file = work / "state.pt"
     torch.manual_seed(args.seed)
     text, vae, unet = build_models(args.resolution)
