@@ -1,0 +1,84 @@
+"""The shipped demo model: it loads through the real single-file loader, is the default,
+and draws what the prompt asks (a small evaluation through the normal generation path)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from modules.devices import DeviceConfig
+from modules.models.detect import read_safetensors_header
+from modules.request import GenerationRequest
+from modules.runtime import DEMO_CHECKPOINT, REPO_ROOT, Runtime, RuntimeConfig
+from modules.training.evaluate import evaluate
+from modules.training.shapes_world import COLOURS, nearest_colour
+
+DEMO = REPO_ROOT / "models" / "Stable-diffusion" / DEMO_CHECKPOINT
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    rt = Runtime(RuntimeConfig(data_dir=tmp_path_factory.mktemp("demo"),
+                               device=DeviceConfig(torch.device("cpu"), torch.float32, "sdpa")))
+    rt.load_model()
+    return rt
+
+
+def test_demo_file_is_a_small_fp16_sd1_checkpoint_with_its_recipe():
+    assert DEMO.stat().st_size <= 30 * 2**20
+    tensors, metadata = read_safetensors_header(DEMO)
+    assert "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" in tensors
+    assert {t.dtype for k, t in tensors.items() if not k.endswith("position_ids")} == {"F16"}
+    recipe = json.loads(metadata["kiln.recipe"])
+    assert recipe["seed"] == 1234 and recipe["command"].startswith("python -m modules.training.train")
+    assert metadata["modelspec.resolution"] == "64x64"
+
+
+def test_demo_is_the_default_and_sets_the_native_size(runtime):
+    model = runtime.model
+    assert model.name == DEMO_CHECKPOINT
+    assert (model.info.family, model.info.native_size) == ("sd1", (64, 64))
+    image = runtime.generate(GenerationRequest(prompt="a red circle", steps=4, seed=1, save_images=False)).images[0]
+    assert image.size == (64, 64)
+
+
+def test_prompts_are_followed(runtime):
+    """Thresholds sit below what the shipped model scores on the full evaluation, far above
+    chance (1/8 for colours, 1/3 for shapes): a broken tokenizer, loader or sampler fails."""
+    score = evaluate(runtime, prompts=10, seeds=2, seed=77)
+    print(score)
+    assert score.colour >= 0.6
+    assert score.shape >= 0.45
+
+
+def test_colour_word_changes_the_picture(runtime):
+    def mostly(prompt):
+        image = runtime.generate(GenerationRequest(prompt=prompt, steps=20, seed=5, batch_size=2,
+                                                   save_images=False)).images
+        counts = np.bincount(np.concatenate([nearest_colour(np.asarray(i).reshape(-1, 3)) for i in image]),
+                             minlength=len(COLOURS))
+        return counts
+    names = sorted(COLOURS)
+    red = mostly("a large red square in the centre")
+    green = mostly("a large green square in the centre")
+    assert red[names.index("red")] > green[names.index("red")]
+    assert green[names.index("green")] > red[names.index("green")]
+
+
+def test_inpainting_a_red_circle_into_a_blue_picture(runtime):
+    init = Image.new("RGB", (64, 64), COLOURS["blue"])
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255)
+    result = runtime.generate(GenerationRequest(
+        prompt="a large red circle in the centre on a blue background", init_images=[init], mask=mask, mask_blur=2,
+        inpainting_fill=2, denoising_strength=1.0, steps=20, seed=3, batch_size=2, save_images=False))
+    names = sorted(COLOURS)
+    inside = np.asarray(mask) > 0
+    for image in result.images:
+        a = np.asarray(image)
+        labels = nearest_colour(a[inside])
+        assert (labels == names.index("red")).mean() > 0.3
+        assert np.abs(a.astype(int) - np.asarray(init).astype(int))[:8].max() <= 1  # the top rows are untouched
