@@ -3,6 +3,11 @@ original single-file layout, and a Runtime over a temporary data folder."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,3 +41,43 @@ def make_runtime(tmp_path, tiny_ckpt_dir):
         return Runtime(config)
 
     return make
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ckpt_dir, tmp_path_factory):
+    data = tmp_path_factory.mktemp("ui-data")
+    port = free_port()
+    log = open(data / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "webui.server", "--port", str(port), "--data-dir", str(data),
+                             "--ckpt-dir", str(tiny_ckpt_dir), "--ckpt", "tiny-sd1.safetensors"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("server exited: " + (data / "server.log").read_text())
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("server did not answer in 120 s: " + (data / "server.log").read_text())
+    yield url, data
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # open event streams can hold a graceful shutdown
+        proc.kill()
+        proc.wait(timeout=10)
