@@ -17,6 +17,13 @@ from tests.conftest import ROOT
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
+def fill(page, mode: str, prompt: str, **numbers) -> None:
+    """Type the prompt and set sliders through their number boxes, as a person would."""
+    page.locator(f"#{mode}_prompt textarea").fill(prompt)
+    for name, value in numbers.items():
+        page.locator(f"#{mode}_{name} input[type=number]").fill(str(value))
+
+
 def find_chromium() -> str | None:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found or os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -59,10 +66,7 @@ def test_page_loads_without_console_errors_and_every_tab_renders(page):
 
 def test_type_a_prompt_press_generate_and_an_image_appears(page, server):
     _, data = server
-    page.locator("#txt2img_prompt textarea").fill("a red circle")
-    page.locator("#txt2img_steps input[type=number]").fill("3")
-    page.locator("#txt2img_width input[type=number]").fill("64")
-    page.locator("#txt2img_height input[type=number]").fill("64")
+    fill(page, "txt2img", "a red circle", steps=3, width=64, height=64)
     page.locator("#txt2img_generate").click()
     page.wait_for_selector("#txt2img_gallery img", timeout=90000)
     page.screenshot(path=str(ARTIFACTS / "txt2img-result.png"), full_page=True)
@@ -86,10 +90,7 @@ def test_inpaint_a_brush_stroke_changes_only_the_area_near_it(page, server, tmp_
     page.mouse.down()
     page.mouse.move(x + 20, y, steps=10)
     page.mouse.up()
-    page.locator("#inpaint_prompt textarea").fill("a red circle")
-    page.locator("#inpaint_steps input[type=number]").fill("3")
-    page.locator("#inpaint_width input[type=number]").fill("128")
-    page.locator("#inpaint_height input[type=number]").fill("128")
+    fill(page, "inpaint", "a red circle", steps=3, width=128, height=128)
     page.locator("#inpaint_generate").click()
     page.wait_for_selector("#inpaint_gallery img", timeout=90000)
     page.screenshot(path=str(ARTIFACTS / "inpaint-result.png"), full_page=True)
