@@ -38,3 +38,20 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(server):
         client.predict("x", "", "Eulerz", "Automatic", 4, 64, 64, 1, 1, 7, 1, -1, 0, api_name="/txt2img")
     gallery, info, _ = client.predict("x", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 5, -1, 0, api_name="/txt2img")
     assert "Seed: 5," in info
+
+
+def test_img2img_batch_processes_a_folder(server, tmp_path):
+    from gradio_client import Client
+    from PIL import Image
+
+    url, _ = server
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name, colour in (("a", "red"), ("b", "blue")):
+        Image.new("RGB", (64, 64), colour).save(src / f"{name}.png")
+    (src / "notes.txt").write_text("not an image")
+    client = Client(url, verbose=False)
+    client.predict("x", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 3, -1, 0, "Just resize", 0.5, str(src), str(dst),
+                   api_name="/img2img_batch")
+    assert sorted(p.name for p in dst.iterdir()) == ["a.png", "b.png"]
+    assert "Denoising strength: 0.5" in infotext.read_infotext(dst / "a.png")
