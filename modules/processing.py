@@ -111,13 +111,15 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
         latents = noise * sch.init_noise_sigma
     else:
         latents = samplers.noise_latents(sch, init.latents, noise)
-    context = torch.cat([cond.context, uncond.context])
-    extra = _unet_kwargs(model, cond, uncond, width, height, n)
     timesteps = sch.timesteps
     total = len(timesteps)
     for i, t in enumerate(timesteps):
         if control.interrupted or control.skipped:
             break
+        step = i * request.steps // total + 1  # the prompt schedule's step (second-order samplers count twice)
+        c, u = cond.at(step), uncond.at(step)
+        context = torch.cat([c.context, u.context])
+        extra = _unet_kwargs(model, c, u, width, height, n)
         x = sch.scale_model_input(torch.cat([latents, latents]), t)
         if image_cond is not None:
             x = torch.cat([x, torch.cat([image_cond, image_cond])], dim=1)
@@ -292,8 +294,8 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
         if is_img2img and float(request.denoising_strength) == 0:
             outputs = [o.copy() for o in prepared.originals]  # nothing to denoise: the input, exactly
         else:
-            cond, uncond = conditioning.encode_pair(model, [request.prompt] * len(seeds),
-                                                    [request.negative_prompt] * len(seeds), request.clip_skip)
+            cond, uncond = conditioning.encode_scheduled(model, request.prompt, request.negative_prompt, request.steps,
+                                                         len(seeds), request.clip_skip)
             if is_img2img:
                 latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
                                  prepared.image_cond, prepared.init)
