@@ -113,13 +113,16 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
         latents = samplers.noise_latents(sch, init.latents, noise)
     timesteps = sch.timesteps
     total = len(timesteps)
+    current = None  # the (positive, negative) pair the batched context was built from
     for i, t in enumerate(timesteps):
         if control.interrupted or control.skipped:
             break
         step = i * request.steps // total + 1  # the prompt schedule's step (second-order samplers count twice)
         c, u = cond.at(step), uncond.at(step)
-        context = torch.cat([c.context, u.context])
-        extra = _unet_kwargs(model, c, u, width, height, n)
+        if current is None or current[0] is not c or current[1] is not u:  # rebuild only when the schedule switches
+            current = (c, u)
+            context = torch.cat([c.context, u.context])
+            extra = _unet_kwargs(model, c, u, width, height, n)
         x = sch.scale_model_input(torch.cat([latents, latents]), t)
         if image_cond is not None:
             x = torch.cat([x, torch.cat([image_cond, image_cond])], dim=1)
