@@ -71,10 +71,48 @@ def install(test: bool, xformers: bool, force: bool) -> None:
     STAMP.write_text("\n".join(sorted(states | done)) + "\n")
 
 
+def run_extension_installers(args) -> None:
+    """install.py of each enabled extension that is new or changed since its last run, in the
+    venv's Python with the extension's folder as cwd. A failure is reported with the
+    extension's name and start-up goes on."""
+    from modules import extension_install, extensions
+    from modules.options import Options
+
+    data_dir = Path(args.data_dir or ROOT).resolve()
+    options = Options.load(data_dir / "config.json")
+    disable_all = cmd_args.disable_all_extensions(args) or options.disable_all_extensions
+    found = extensions.active(extensions.installed(ROOT, data_dir, options.disabled_extensions), disable_all)
+    extension_install.run_installers(found, str(PYTHON), data_dir, log=lambda line: print(line, flush=True),
+                                     env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+
+# ---- for extensions' install.py files (A1111's launch.run_pip / launch.is_installed) ----------
+def is_installed(package: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def run_pip(command: str, desc: str | None = None, live: bool = True) -> None:
+    """`run_pip("install foo==1.2", "foo")` from an install.py: pip in the Python running it."""
+    import shlex
+
+    if desc:
+        print(f"Installing {desc}", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", *shlex.split(command), "--prefer-binary",
+                    "--disable-pip-version-check"], check=True, capture_output=not live)
+
+
 def main(argv: list[str]) -> int:
     args = cmd_args.parse(argv)
     if not args.skip_install:
         install(args.test, args.xformers, args.reinstall)
+        if not args.test:
+            run_extension_installers(args)
     elif not PYTHON.exists():
         print("--skip-install: there is no .venv yet; run once without it", file=sys.stderr)
         return 2

@@ -21,7 +21,10 @@ def parser() -> argparse.ArgumentParser:
     a("--nowebui", action="store_true", help="serve the API only")
     a("--gradio-auth", default=None, help="user:pass[,user2:pass2] for the UI")
     a("--api-auth", default=None, help="user:pass[,user2:pass2] for the API")
-    a("--enable-insecure-extension-access", action="store_true")
+    a("--enable-insecure-extension-access", action="store_true",
+      help="allow installing and changing extensions from the page even with --listen / --server-name")
+    a("--disable-all-extensions", action="store_true", help="load no extension (the setting is kept)")
+    a("--disable-extra-extensions", action="store_true", help="load only the extensions shipped with Kiln")
     # models and data
     a("--data-dir", default=None, help="where models/, outputs/ and config.json live (default: this folder)")
     a("--ckpt-dir", default=None, help="an extra folder of checkpoints")
@@ -36,6 +39,23 @@ def parser() -> argparse.ArgumentParser:
     a("--precision", choices=["full", "half", "autocast", "bf16"], default="half")
     a("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def listens_beyond_localhost(args: argparse.Namespace) -> bool:
+    return bool(args.listen) or (args.server_name is not None and args.server_name.strip().lower() not in LOCAL_HOSTS)
+
+
+def extension_access(args: argparse.Namespace) -> bool:
+    """May the page install and change extensions (that is, run code on this computer)?
+    Not when others can reach it, unless asked for (A1111's rule)."""
+    return bool(args.enable_insecure_extension_access) or not listens_beyond_localhost(args)
+
+
+def disable_all_extensions(args: argparse.Namespace) -> str | None:
+    return "all" if args.disable_all_extensions else "extra" if args.disable_extra_extensions else None
 
 
 def parse(argv=None) -> argparse.Namespace:

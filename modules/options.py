@@ -20,6 +20,8 @@ class Options:
     max_batch_count: int = 100
     show_progress_every_n_steps: int = 5  # live preview every N sampler steps; 0 = off
     live_previews_enable: bool = True
+    disabled_extensions: list = field(default_factory=list)  # folder names; applies after a UI reload
+    disable_all_extensions: str = "none"  # "none" | "extra" (only built-in ones load) | "all" (none load)
     extra: dict = field(default_factory=dict)  # settings of extensions and later features
 
     @classmethod

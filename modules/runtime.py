@@ -6,12 +6,14 @@ and the API reach them through one Runtime object passed to them explicitly.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import paths, previews, processing
+from modules import extension_git, extension_install, extensions, paths, previews, processing
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models.detect import CheckpointError
@@ -33,6 +35,11 @@ class RuntimeConfig:
     ckpt_dirs: list[Path] = field(default_factory=list)
     comfyui_dir: Path | None = None
     extra_model_paths: list[Path] = field(default_factory=list)
+    # extensions may be installed, updated, enabled from the page (False when the server
+    # listens beyond localhost without --enable-insecure-extension-access)
+    extension_access: bool = True
+    disable_all_extensions: str | None = None  # --disable-all-extensions / --disable-extra-extensions override the setting
+    restart_command: list[str] | None = None  # argv that starts this server again ("Apply and restart UI")
 
 
 class Runtime:
@@ -60,6 +67,14 @@ class Runtime:
         self.control: processing.JobControl | None = None
         self.last_load_error: str | None = None
         self.unloaded_name: str | None = None  # what unload_checkpoint freed (reload_checkpoint loads it)
+        self.extension_errors = extensions.ErrorLog()  # what failed in which extension (the Extensions tab shows it)
+        # the extensions as they were at start: which ones load cannot change without a restart
+        self.extensions, self.active_extensions = extensions.load(
+            REPO_ROOT, self.data_dir, self.options.disabled_extensions, self.disable_all_extensions,
+            self.extension_errors)
+        extension_install.report_failed_installs(self.data_dir, self.extension_errors,
+                                                 {e.name for e in self.active_extensions})
+        self.restart_pending = False
 
     # ---- checkpoints -------------------------------------------------------------
     def list_checkpoints(self) -> list[paths.ModelFile]:
@@ -152,6 +167,66 @@ class Runtime:
     def save_options(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.options.save(self.options_path)
+
+    # ---- extensions ----------------------------------------------------------------
+    @property
+    def disable_all_extensions(self) -> str:
+        return self.config.disable_all_extensions or self.options.disable_all_extensions
+
+    def installed_extensions(self) -> list[extensions.Extension]:
+        """What is on disk now, with the saved enabled state (it differs from
+        `self.extensions` after an install or "Apply" until the restart)."""
+        return extensions.installed(REPO_ROOT, self.data_dir, self.options.disabled_extensions)
+
+    def install_extension(self, source: str, name: str = "", branch: str = "") -> extension_install.InstallResult:
+        """Install from a git URL or a local folder into <data-dir>/extensions, run its
+        install.py; it loads after a restart. InstallError with a message when refused."""
+        result = extension_install.install(
+            source, extensions.install_folder(self.data_dir), name, branch, allowed=self.config.extension_access,
+            python=sys.executable, stamps=extension_install.InstallStamps.load(self.data_dir))
+        self.restart_pending = True
+        return result
+
+    def check_extension_updates(self) -> list[extension_git.UpdateCheck]:
+        extension_install.check_access(self.config.extension_access)
+        return [extension_git.check_for_update(e.name, e.path) for e in self.installed_extensions()
+                if not e.builtin and extension_git.is_checkout(e.path)]
+
+    def apply_extensions(self, enabled: dict[str, bool], disable_all: str | None = None,
+                         update: list[str] = ()) -> list[str]:
+        """Save which extensions are enabled (config.json) and fast-forward the ones in
+        `update`; all of it takes effect at the next restart. Returns messages."""
+        extension_install.check_access(self.config.extension_access)
+        by_name = {e.name: e for e in self.installed_extensions()}
+        unknown = [n for n in list(enabled) + list(update) if n not in by_name]
+        if unknown:
+            raise extension_install.InstallError(f"no extension named {', '.join(map(repr, unknown))}")
+        messages = [extension_install.update(by_name[n]) for n in update]
+        extension_install.set_enabled(self.options, enabled, disable_all)
+        self.save_options()
+        self.restart_pending = True
+        return messages
+
+    def restart(self, delay_s: float = 0.5) -> bool:
+        """Start this server process again (A1111's "Reload UI"): `os.execv` of the command
+        it was started with, queued behind the jobs already waiting, after `delay_s` so the
+        answer to the request that asked for it still goes out. False when the command is
+        unknown (an embedded Runtime): then the person restarts Kiln."""
+        command = self.config.restart_command
+        if not command:
+            return False
+
+        def execv():
+            time.sleep(delay_s)
+            log.info("restarting: %s", " ".join(command))
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(command[0], command)
+
+        self.jobs.submit(execv, name="restart")
+        return True
 
     # ---- generation ----------------------------------------------------------------
     @property

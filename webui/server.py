@@ -15,7 +15,7 @@ from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig  # noqa: E402
 log = logging.getLogger("kiln")
 
 
-def make_runtime(args) -> Runtime:
+def make_runtime(args, restart_command: list[str] | None = None) -> Runtime:
     device = devices.choose(use_cpu="all" in args.use_cpu, precision="full" if args.precision == "full" else
                             ("bf16" if args.precision == "bf16" else "auto"), no_half=args.no_half,
                             xformers=args.xformers and not args.opt_sdp_attention)
@@ -24,7 +24,10 @@ def make_runtime(args) -> Runtime:
         data_dir=data_dir, device=device, ckpt=args.ckpt,
         ckpt_dirs=[Path(args.ckpt_dir)] if args.ckpt_dir else [],
         comfyui_dir=Path(args.comfyui_dir) if args.comfyui_dir else None,
-        extra_model_paths=[Path(p) for p in args.extra_model_paths]))
+        extra_model_paths=[Path(p) for p in args.extra_model_paths],
+        extension_access=cmd_args.extension_access(args),
+        disable_all_extensions=cmd_args.disable_all_extensions(args),
+        restart_command=restart_command))
 
 
 def parse_auth(value: str | None) -> list[tuple[str, str]]:
@@ -78,7 +81,9 @@ def main(argv=None):
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = cmd_args.parse(argv)
-    runtime = make_runtime(args)
+    # "Apply and restart UI" starts this same command again (sys.orig_argv: python -m webui.server ...)
+    restart = [sys.executable, *sys.orig_argv[1:]] if argv is None else None
+    runtime = make_runtime(args, restart)
     app = create_app(runtime, args)
     load_in_background(runtime)
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")

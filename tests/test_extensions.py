@@ -1,0 +1,301 @@
+"""The extension manager: discovery, load order, enabled state, install.py, installing
+from a git repository or a folder, the Extensions tab and /sdapi/v1/extensions."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from modules import cmd_args, extension_git, extension_install, extensions
+from modules.extension_install import InstallError, InstallStamps
+from modules.options import Options
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def make_ext(root: Path, name: str, metadata: str = "", files: dict[str, str] | None = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    if metadata:
+        (folder / "metadata.ini").write_text(textwrap.dedent(metadata))
+    for rel, text in (files or {}).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(textwrap.dedent(text))
+    return folder
+
+
+def git(*args, cwd: Path) -> str:
+    return subprocess.run(["git", "-c", "user.name=Kiln Test", "-c", "user.email=test@kiln", *args], cwd=cwd,
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def git_repo(folder: Path, files: dict[str, str]) -> Path:
+    """A git repository with one commit holding `files`."""
+    folder.mkdir(parents=True)
+    git("init", "-q", "-b", "main", cwd=folder)
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    git("add", "-A", cwd=folder)
+    git("commit", "-qm", "first", cwd=folder)
+    return folder
+
+
+def names(exts) -> list[str]:
+    return [e.name for e in exts]
+
+
+# ---- discovery and load order ------------------------------------------------------------------
+def test_every_subfolder_is_an_extension_and_metadata_orders_them(tmp_path):
+    root = tmp_path / "extensions"
+    make_ext(root, "alpha", "[Extension]\nName = Alpha Tools\nAfter = charlie\n")
+    make_ext(root, "bravo", "[Extension]\nBefore = alpha tools, zulu-not-installed\n")
+    make_ext(root, "charlie")
+    make_ext(root, "delta", "[Extension]\nRequires = Alpha Tools, charlie\n")
+    make_ext(root, ".hidden")
+    (root / "notes.txt").write_text("not an extension")
+    found = extensions.discover([root])
+    assert names(found) == ["alpha", "bravo", "charlie", "delta"]
+    assert found[0].title == "Alpha Tools" and found[0].canonical_name == "alpha tools"
+    ordered, problems = extensions.load_order(found)
+    # bravo before alpha (Before), alpha after charlie (After), delta after both it Requires
+    assert names(ordered) == ["bravo", "charlie", "alpha", "delta"]
+    assert problems == []  # a Before naming an absent extension is no problem
+
+
+def test_missing_requirement_and_cycle_are_reported_not_fatal(tmp_path):
+    root = tmp_path / "extensions"
+    make_ext(root, "needs", "[Extension]\nRequires = ghost, off\n")
+    make_ext(root, "off")
+    make_ext(root, "x", "[Extension]\nAfter = y\n")
+    make_ext(root, "y", "[Extension]\nAfter = x\n")
+    make_ext(root, "a-first")
+    installed = extensions.discover([root], disabled={"off"})
+    ordered, problems = extensions.load_order(extensions.active(installed), installed)
+    assert names(ordered) == ["a-first", "needs", "x", "y"]  # everything still loads; the cycle by name
+    messages = {(p.extension, p.message) for p in problems}
+    assert ("needs", "needs requires ghost, which is not installed") in messages
+    assert ("needs", "needs requires off, which is disabled") in messages
+    assert {p.extension for p in problems if "cycle" in p.message} == {"x", "y"}
+
+    errors = extensions.ErrorLog()
+    data = tmp_path / "data"
+    (data / "extensions").mkdir(parents=True)
+    _, loaded = extensions.load(tmp_path / "repo", tmp_path, ["off"], "none", errors)
+    assert names(loaded) == ["a-first", "needs", "x", "y"]
+    assert [e.where for e in errors.for_extension("needs")] == ["metadata.ini", "metadata.ini"]
+
+
+def test_script_sections_order_scripts_across_extensions(tmp_path):
+    root = tmp_path / "extensions"
+    make_ext(root, "aaa", "[scripts/late.py]\nAfter = zzz/main.py\n",
+             {"scripts/early.py": "", "scripts/late.py": ""})
+    make_ext(root, "zzz", "[scripts/main.py]\nBefore = aaa/early.py\nRequires = nothing-here\n",
+             {"scripts/main.py": ""})
+    order, problems = extensions.script_order(extensions.discover([root]))
+    assert [f"{e.name}/{p.name}" for e, p in order] == ["zzz/main.py", "aaa/early.py", "aaa/late.py"]
+    assert [p.message for p in problems] == ["scripts/main.py requires nothing-here, which is not loaded"]
+
+
+def test_builtin_is_what_the_repo_tracks_and_disable_all(tmp_path):
+    repo = tmp_path / "repo"
+    git_repo(repo, {"extensions/shipped/scripts/a.py": "", "README.md": "x"})
+    make_ext(repo / "extensions", "mine")  # installed by the user into the repo's folder: not tracked
+    data = tmp_path / "data"
+    make_ext(data / "extensions", "elsewhere")
+    found = extensions.installed(repo, data)
+    assert [(e.name, e.builtin) for e in found] == [("mine", False), ("shipped", True), ("elsewhere", False)]
+    assert names(extensions.active(found, "extra")) == ["shipped"]
+    assert extensions.active(found, "all") == []
+    assert names(extensions.active(found, "none")) == ["mine", "shipped", "elsewhere"]
+
+
+# ---- enabled state -------------------------------------------------------------------------------
+def test_disabled_state_is_saved_in_config_json_and_respected_after_restart(make_runtime):
+    probe = make_runtime()
+    root = probe.data_dir / "extensions"
+    for name in ("one", "two", "three"):
+        make_ext(root, name)
+    probe.options.disabled_extensions = ["two"]
+    probe.save_options()
+
+    rt = make_runtime()
+    assert {e.name: e.enabled for e in rt.extensions if e.name in ("one", "two", "three")} == \
+        {"one": True, "two": False, "three": True}
+    assert "two" not in names(rt.active_extensions) and {"one", "three"} <= set(names(rt.active_extensions))
+
+    rt.apply_extensions({"two": True, "three": False})
+    saved = json.loads(rt.options_path.read_text())
+    assert saved["disabled_extensions"] == ["three"] and saved["disable_all_extensions"] == "none"
+    assert "three" in names(rt.active_extensions)  # the running one is unchanged until the restart
+    assert {e.name: e.enabled for e in rt.installed_extensions()}["three"] is False
+
+    again = make_runtime()
+    assert {"one", "two"} <= set(names(again.active_extensions)) and "three" not in names(again.active_extensions)
+
+    again.apply_extensions({}, disable_all="all")
+    assert make_runtime().active_extensions == []
+    with pytest.raises(InstallError, match="no extension named 'ghost'"):
+        again.apply_extensions({"ghost": True})
+    with pytest.raises(InstallError, match="must be one of none, extra, all"):
+        again.apply_extensions({}, disable_all="some")
+
+
+# ---- install.py -------------------------------------------------------------------------------------
+INSTALL_PY = """\
+import os, pathlib
+log = pathlib.Path(os.environ["KILN_TEST_LOG"])
+log.write_text(log.read_text() + pathlib.Path.cwd().name + "\\n" if log.exists() else pathlib.Path.cwd().name + "\\n")
+print("setting up", pathlib.Path.cwd().name)
+"""
+
+
+def test_install_py_runs_once_for_a_new_extension_again_after_a_change_and_a_failure_does_not_stop_start_up(
+        tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    root = data / "extensions"
+    make_ext(root, "good", files={"install.py": INSTALL_PY})
+    make_ext(root, "broken", files={"install.py": "print('about to fail')\nraise SystemExit('no compiler here')\n"})
+    make_ext(root, "off", files={"install.py": INSTALL_PY})
+    make_ext(root, "plain")  # no install.py
+    (data / "config.json").write_text(json.dumps({"disabled_extensions": ["off"]}))
+    ran = tmp_path / "ran.txt"
+    monkeypatch.setenv("KILN_TEST_LOG", str(ran))
+
+    import launch
+
+    monkeypatch.setattr(launch, "PYTHON", Path(sys.executable))  # the venv's python
+    args = cmd_args.parse(["--data-dir", str(data)])
+    launch.run_extension_installers(args)
+    out = capsys.readouterr().out
+    assert ran.read_text() == "good\n"  # run in the extension's folder; the disabled one not at all
+    assert "[good] setting up good" in out and "extension good: install.py done" in out
+    assert "[broken] about to fail" in out and "[broken] no compiler here" in out
+    assert "extension broken: install.py FAILED (exit 1)" in out
+
+    launch.run_extension_installers(args)  # unchanged: good does not run again, broken tries again
+    assert ran.read_text() == "good\n"
+    assert "extension broken: install.py FAILED" in capsys.readouterr().out
+
+    (root / "good" / "requirements.txt").write_text("something==1\n")  # the extension changed
+    launch.run_extension_installers(args)
+    assert ran.read_text() == "good\ngood\n"
+
+    # the failure is in the Extensions tab's error log, with the extension's name and output
+    from modules.devices import DeviceConfig
+    from modules.runtime import Runtime, RuntimeConfig
+
+    import torch
+
+    rt = Runtime(RuntimeConfig(data_dir=data, device=DeviceConfig(torch.device("cpu"), torch.float32, "sdpa")))
+    [error] = rt.extension_errors.for_extension("broken")
+    assert error.where == "install.py" and "no compiler here" in error.message
+    assert rt.extension_errors.for_extension("good") == []
+    assert {"good", "broken", "plain"} <= set(names(rt.active_extensions))  # a failed install.py still loads
+
+
+def test_install_py_stamp_follows_the_git_head(tmp_path):
+    repo = git_repo(tmp_path / "ext", {"install.py": "print('hi')\n"})
+    ext = extensions.Extension("ext", repo)
+    stamps = InstallStamps.load(tmp_path)
+    assert extension_install.run_installer(ext, sys.executable, stamps).ran
+    assert not extension_install.run_installer(ext, sys.executable, InstallStamps.load(tmp_path)).ran
+    (repo / "other.py").write_text("x = 1\n")
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "second", cwd=repo)
+    again = extension_install.run_installer(ext, sys.executable, InstallStamps.load(tmp_path))
+    assert again.ran and again.ok and again.output.strip() == "hi"
+
+
+# ---- installing ---------------------------------------------------------------------------------------
+def test_install_from_a_local_git_repository_shows_its_version_and_finds_updates(make_runtime, tmp_path):
+    upstream = git_repo(tmp_path / "src" / "sd-webui-fancy.git", {
+        "scripts/fancy.py": "", "install.py": "print('fancy set up')\n"})
+    head = git("rev-parse", "HEAD", cwd=upstream)
+    rt = make_runtime()
+    result = rt.install_extension(str(upstream))
+    assert result.name == "sd-webui-fancy" and result.install_ok and "fancy set up" in result.install_output
+    assert "cloned from" in result.message and "install.py ran" in result.message
+    folder = rt.data_dir / "extensions" / "sd-webui-fancy"
+    assert (folder / "scripts" / "fancy.py").is_file()
+    assert git("rev-list", "--count", "HEAD", cwd=folder) == "1"  # a shallow clone
+
+    v = extension_git.version(folder)
+    assert v.commit_hash == head and v.short == head[:8] and v.branch == "main"
+    assert v.remote == upstream.resolve().as_uri() and isinstance(v.commit_date, int)
+    listed = {e.name: e for e in rt.installed_extensions()}
+    assert listed["sd-webui-fancy"].enabled and not listed["sd-webui-fancy"].builtin
+    assert rt.restart_pending
+
+    assert [(c.name, c.behind, c.message) for c in rt.check_extension_updates()] == \
+        [("sd-webui-fancy", 0, "up to date")]
+    (upstream / "scripts" / "more.py").write_text("")
+    git("add", "-A", cwd=upstream)
+    git("commit", "-qm", "second", cwd=upstream)
+    [check] = rt.check_extension_updates()
+    assert check.has_update and check.message == "1 new commit on origin/main"
+    [message] = rt.apply_extensions({}, update=["sd-webui-fancy"])
+    new_head = git("rev-parse", "HEAD", cwd=upstream)
+    assert message == f"sd-webui-fancy: updated to {new_head[:8]}"
+    assert (folder / "scripts" / "more.py").is_file()
+
+    with pytest.raises(InstallError, match="already exists"):
+        rt.install_extension(str(upstream))
+    second = rt.install_extension(str(upstream), name="fancy-copy")
+    assert second.path.name == "fancy-copy"
+
+
+def test_install_from_a_folder_copies_it_and_bad_sources_give_messages(tmp_path):
+    dest = tmp_path / "extensions"
+    src = make_ext(tmp_path / "work", "my-ext", files={"javascript/a.js": "console.log(1)"})
+    result = extension_install.install(str(src), dest)
+    assert (dest / "my-ext" / "javascript" / "a.js").read_text() == "console.log(1)"
+    assert "copied from" in result.message
+    assert extension_git.version(dest / "my-ext").commit_hash is None
+
+    cases = [
+        ("", "", "Give the extension's git URL"),
+        ("not a url", "", "neither a git URL"),
+        ("relative/folder", "", "neither a git URL"),
+        (str(src), "my-ext", "already exists"),
+        (str(src), "../escape", "cannot be a folder name"),
+        (str(src / "javascript" / "a.js"), "", "is a file"),
+        ((tmp_path / "nowhere").as_uri(), "", "git clone .* failed"),
+        ("https://127.0.0.1:9/nobody/ext.git", "", "git clone .* failed"),  # no network: refused at once
+    ]
+    for source, name, message in cases:
+        with pytest.raises(InstallError, match=message):
+            extension_install.install(source, dest, name)
+    assert sorted(p.name for p in dest.iterdir()) == ["my-ext"]  # nothing half-installed left behind
+
+
+def test_check_for_updates_without_network_is_a_message(tmp_path):
+    repo = git_repo(tmp_path / "upstream", {"a.txt": "a"})
+    clone = tmp_path / "clone"
+    extension_git.clone(str(repo), clone)
+    git("remote", "set-url", "origin", "https://127.0.0.1:9/nobody/ext.git", cwd=clone)
+    check = extension_git.check_for_update("clone", clone)
+    assert not check.has_update and check.message.startswith("could not fetch origin/main:")
+    plain = make_ext(tmp_path, "plain")
+    assert extension_git.check_for_update("plain", plain).message == "not a git checkout: cannot check for updates"
+
+
+def test_installing_is_refused_when_the_server_listens_beyond_localhost(make_runtime, tmp_path):
+    src = make_ext(tmp_path / "work", "ext")
+    for argv, allowed in ((["--listen"], False), (["--server-name", "0.0.0.0"], False),
+                          (["--server-name", "192.168.1.5"], False), (["--server-name", "localhost"], True),
+                          ([], True), (["--listen", "--enable-insecure-extension-access"], True)):
+        assert cmd_args.extension_access(cmd_args.parse(argv)) is allowed, argv
+    with pytest.raises(InstallError, match="--enable-insecure-extension-access"):
+        extension_install.install(str(src), tmp_path / "extensions", allowed=False)
+    assert not (tmp_path / "extensions" / "ext").exists()
+
+    rt = make_runtime(extension_access=False)
+    for call in (lambda: rt.install_extension(str(src)), rt.check_extension_updates,
+                 lambda: rt.apply_extensions({"ext": False})):
+        with pytest.raises(InstallError, match="listens beyond this computer"):
+            call()
+    assert not (rt.data_dir / "extensions" / "ext").exists()
