@@ -68,13 +68,20 @@ class Runtime:
         self.last_load_error: str | None = None
         self.unloaded_name: str | None = None  # what unload_checkpoint freed (reload_checkpoint loads it)
         self.extension_errors = extensions.ErrorLog()  # what failed in which extension (the Extensions tab shows it)
-        # the extensions as they were at start: which ones load cannot change without a restart
+        self.extensions: list[extensions.Extension] = []  # every installed one, with its enabled state
+        self.active_extensions: list[extensions.Extension] = []  # the ones that load, in load order
+        self.restart_pending = False  # installed or enabled/disabled something since the start
+        self.load_extensions()
+
+    # ---- extensions ----------------------------------------------------------------
+    def load_extensions(self) -> None:
+        """Find the extensions and which of them load, in load order (metadata.ini); load
+        order problems and failed install.py runs go to the error log."""
         self.extensions, self.active_extensions = extensions.load(
             REPO_ROOT, self.data_dir, self.options.disabled_extensions, self.disable_all_extensions,
             self.extension_errors)
         extension_install.report_failed_installs(self.data_dir, self.extension_errors,
                                                  {e.name for e in self.active_extensions})
-        self.restart_pending = False
 
     # ---- checkpoints -------------------------------------------------------------
     def list_checkpoints(self) -> list[paths.ModelFile]:
@@ -168,7 +175,7 @@ class Runtime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.options.save(self.options_path)
 
-    # ---- extensions ----------------------------------------------------------------
+    # ---- extensions: the manager (install, enable, update, restart) ------------------
     @property
     def disable_all_extensions(self) -> str:
         return self.config.disable_all_extensions or self.options.disable_all_extensions

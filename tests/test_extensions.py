@@ -299,3 +299,185 @@ def test_installing_is_refused_when_the_server_listens_beyond_localhost(make_run
         with pytest.raises(InstallError, match="listens beyond this computer"):
             call()
     assert not (rt.data_dir / "extensions" / "ext").exists()
+
+
+def test_the_tab_refuses_with_the_message_when_access_is_off(make_runtime, tmp_path):
+    import gradio as gr
+
+    from webui.ui import extensions as tab
+
+    src = make_ext(tmp_path / "work", "ext")
+    rt = make_runtime(extension_access=False)
+    with pytest.raises(gr.Error, match="--enable-insecure-extension-access"):
+        tab.install(rt, str(src), "", "")
+    with pytest.raises(gr.Error, match="listens beyond this computer"):
+        tab.apply(rt, {"headers": tab.HEADERS, "data": []}, "none")
+    with pytest.raises(gr.Error, match="listens beyond this computer"):
+        tab.check(rt)
+    assert not (rt.data_dir / "extensions" / "ext").exists()
+
+
+# ---- the running server: page, tab, API, restart ------------------------------------------------
+SHOWN_JS = """onUiLoaded(() => { document.body.dataset.kilnExample = "loaded:" + gradioApp().querySelectorAll("#txt2img_prompt").length; });
+"""
+
+
+@pytest.fixture(scope="module")
+def ext_server(tiny_ckpt_dir, tmp_path_factory):
+    """A server (UI and API) whose data dir has: `shown` (enabled, js + css), `hidden`
+    (disabled, js), `versioned` (a git checkout) and `broken` (its install.py failed)."""
+    import os
+    import time
+    import urllib.request
+
+    from tests.conftest import ROOT, free_port
+
+    data = tmp_path_factory.mktemp("ext-data")
+    work = tmp_path_factory.mktemp("ext-work")
+    root = data / "extensions"
+    make_ext(root, "shown", "[Extension]\nName = Shown Example\n",
+             {"javascript/shown.js": SHOWN_JS, "style.css": "#txt2img_prompt { outline: 3px solid rgb(1, 2, 3); }\n"})
+    make_ext(root, "hidden", files={"javascript/hidden.js": "document.body.dataset.kilnHidden = 'ran';\n"})
+    upstream = git_repo(work / "versioned", {"scripts/nothing.txt": "x"})
+    extension_git.clone(str(upstream), root / "versioned")
+    broken = make_ext(root, "broken", files={"install.py": "raise SystemExit('cannot build wheels')\n"})
+    assert not extension_install.run_installer(extensions.Extension("broken", broken), sys.executable,
+                                               InstallStamps.load(data)).ok
+    (data / "config.json").write_text(json.dumps({"disabled_extensions": ["hidden"]}))
+
+    port = free_port()
+    log = open(data / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "webui.server", "--port", str(port), "--data-dir", str(data),
+                             "--ckpt-dir", str(tiny_ckpt_dir), "--ckpt", "tiny-sd1.safetensors", "--api"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
+    url = f"http://127.0.0.1:{port}/"
+
+    def wait_up(timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                return urllib.request.urlopen(url, timeout=2).read().decode()
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("server exited: " + (data / "server.log").read_text())
+                time.sleep(0.5)
+        pytest.fail("server did not answer: " + (data / "server.log").read_text())
+
+    wait_up()
+    yield {"url": url, "data": data, "work": work, "upstream": upstream, "wait_up": wait_up, "proc": proc}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def page_assets(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'(?:src|href)=\\"(gradio_api/file=[^"\\]+)', html)
+
+
+def test_enabled_extensions_js_and_css_are_in_the_page_and_a_disabled_ones_are_not(ext_server):
+    import urllib.request
+
+    html = urllib.request.urlopen(ext_server["url"], timeout=10).read().decode()
+    assets = page_assets(html)
+    assert any(a.split("?")[0].endswith("/shown/javascript/shown.js") for a in assets), assets
+    assert any(a.split("?")[0].endswith("/shown/style.css") for a in assets), assets
+    assert not any("hidden" in a for a in assets) and "hidden.js" not in html
+    served = {a.split("?")[0].rsplit("/", 1)[-1]: urllib.request.urlopen(ext_server["url"] + a, timeout=10).read().decode()
+              for a in assets}
+    assert served["shown.js"] == SHOWN_JS and "rgb(1, 2, 3)" in served["style.css"]
+    assert "onUiLoaded" in served["extension-hooks.js"]
+
+
+def test_extensions_tab_lists_installed_extensions_with_versions_and_errors(ext_server):
+    from gradio_client import Client
+
+    client = Client(ext_server["url"], verbose=False)
+    table, errors = client.predict(api_name="/extensions_list")
+    rows = {r[2].split(" (")[0]: dict(zip(table["headers"], r)) for r in table["data"]}
+    assert {"shown", "hidden", "versioned", "broken"} <= set(rows)
+    assert rows["shown"]["Extension"] == "shown (Shown Example)" and rows["shown"]["Status"] == "loaded"
+    assert rows["shown"]["Enabled"] is True and rows["hidden"]["Enabled"] is False
+    assert rows["hidden"]["Status"] == "disabled" and rows["shown"]["Built in"] == ""
+    head = git("rev-parse", "HEAD", cwd=ext_server["upstream"])
+    assert rows["versioned"]["Version"] == f"{head[:8]} (main)" and rows["versioned"]["Remote"].startswith("file://")
+    assert rows["versioned"]["Date"][:2] == "20"
+    assert "1 error: install.py" in rows["broken"]["Status"]
+    assert "cannot build wheels" in errors
+
+    table, message = client.predict(api_name="/extensions_check")
+    rows = {r[2]: dict(zip(table["headers"], r)) for r in table["data"]}
+    assert rows["versioned"]["Status"] == "loaded; up to date" and message == "No updates found."
+
+
+def test_sdapi_extensions_has_a1111s_shape(ext_server):
+    import urllib.request
+
+    items = json.loads(urllib.request.urlopen(ext_server["url"] + "sdapi/v1/extensions", timeout=10).read())
+    by_name = {i["name"]: i for i in items}
+    assert all(set(i) == {"name", "remote", "branch", "commit_hash", "version", "commit_date", "enabled"} for i in items)
+    head = git("rev-parse", "HEAD", cwd=ext_server["upstream"])
+    v = by_name["versioned"]
+    assert (v["commit_hash"], v["version"], v["branch"], v["enabled"]) == (head, head[:8], "main", True)
+    assert v["remote"] == ext_server["upstream"].resolve().as_uri() and isinstance(v["commit_date"], int)
+    assert by_name["hidden"]["enabled"] is False and by_name["hidden"]["commit_hash"] is None
+
+
+def test_extension_javascript_runs_in_the_browser(ext_server):
+    from tests.test_browser import find_chromium
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = find_chromium()
+    if not chromium:
+        pytest.skip("no Chromium here and it could not be installed: browser check skipped")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(ext_server["url"])
+        page.wait_for_function("document.body.dataset.kilnExample !== undefined", timeout=60000)
+        assert page.evaluate("document.body.dataset.kilnExample") == "loaded:1"
+        assert page.evaluate("document.body.dataset.kilnHidden") is None  # the disabled one never ran
+        outline = page.evaluate("getComputedStyle(document.getElementById('txt2img_prompt')).outlineColor")
+        page.get_by_role("tab", name="Extensions").click()
+        page.wait_for_selector("#extensions_table", timeout=10000)
+        browser.close()
+    assert outline == "rgb(1, 2, 3)"
+
+
+def test_install_from_the_tab_then_apply_and_restart_reloads_with_the_new_set(ext_server):
+    import time
+
+    from gradio_client import Client
+
+    url, data = ext_server["url"], ext_server["data"]
+    late = make_ext(ext_server["work"], "late", files={"javascript/late.js": "window.kilnLate = 1;\n"})
+    client = Client(url, verbose=False)
+    message, output, table = client.predict(str(late), "", "", api_name="/extensions_install")
+    assert message.startswith("Installed late into") and (data / "extensions" / "late" / "javascript").is_dir()
+    rows = {r[2].split(" (")[0]: r for r in table["data"]}
+    assert rows["late"][7] == "loads after restart"
+    with pytest.raises(Exception, match="already exists"):
+        client.predict(str(late), "", "", api_name="/extensions_install")
+
+    for row in table["data"]:  # untick shown, tick hidden
+        name = row[2].split(" (")[0]
+        row[0] = {"shown": False, "hidden": True}.get(name, row[0])
+    pid = ext_server["proc"].pid
+    status = client.predict(table, "none", api_name="/extensions_apply")
+    assert status.startswith("Restarting Kiln")
+    assert json.loads((data / "config.json").read_text())["disabled_extensions"] == ["shown"]
+
+    deadline = time.time() + 180
+    while True:  # the old process answers until it re-executes itself, then the new one
+        assets = " ".join(page_assets(ext_server["wait_up"]()))
+        if "late.js" in assets or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert ext_server["proc"].pid == pid and ext_server["proc"].poll() is None  # the same process, re-executed
+    assert "/hidden/javascript/hidden.js" in assets and "/late/javascript/late.js" in assets
+    assert "/shown/" not in assets

@@ -13,6 +13,7 @@ from modules import cmd_args, devices  # noqa: E402
 from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig  # noqa: E402
 
 log = logging.getLogger("kiln")
+EXTENSION_HOOKS_JS = Path(__file__).resolve().parent / "javascript" / "extension-hooks.js"
 
 
 def make_runtime(args, restart_command: list[str] | None = None) -> Runtime:
@@ -52,14 +53,19 @@ def create_app(runtime: Runtime, args):
         import gradio as gr
 
         from webui.ui import app as ui_app
+        from webui.ui import extensions as ui_extensions
 
         demo = ui_app.create(runtime)
         demo.queue(default_concurrency_limit=1)
         outputs = runtime.data_dir / runtime.options.outdir_samples
         outputs.mkdir(parents=True, exist_ok=True)
         auth = parse_auth(args.gradio_auth or args.api_auth) or None
+        # the enabled extensions' javascript/*.js and style.css, as <script>/<link> tags served
+        # through Gradio's file route (so the page's auth guards them too)
+        head, files = ui_extensions.page_head(runtime.active_extensions, EXTENSION_HOOKS_JS)
         # mounted last: a mount at "/" shadows every route added after it
-        app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=[str(outputs)], auth=auth, footer_links=["api"])
+        app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=[str(outputs), *files], auth=auth,
+                                  footer_links=["api"], head=head)
     return app
 
 

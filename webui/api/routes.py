@@ -23,7 +23,8 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from modules import infotext, paths, postprocessing, samplers
+from modules import extension_git, infotext, paths, postprocessing, samplers
+from modules.extensions import DISABLE_ALL_CHOICES
 from modules.models.detect import CheckpointError, read_safetensors_header
 from modules.options import Options
 from modules.request import GenerationRequest, RequestError
@@ -457,16 +458,13 @@ class Api:
         return {"ram": ram, "cuda": cuda}
 
     def extensions(self) -> list[dict]:
-        seen, out = set(), []
-        for root in (Path(__file__).resolve().parents[2] / "extensions", self.runtime.data_dir / "extensions"):
-            if not root.is_dir():
-                continue
-            for d in sorted(root.iterdir()):
-                if d.is_dir() and not d.name.startswith(".") and d.name not in seen:
-                    seen.add(d.name)
-                    out.append({"name": d.name, "remote": None, "branch": None, "commit_hash": None,
-                                "version": None, "commit_date": None,
-                                "enabled": not (d / ".disabled").exists()})
+        """Every installed extension with A1111's fields; `enabled` is the saved choice
+        (what loads after the next restart). Version fields are None for a plain folder."""
+        out = []
+        for ext in self.runtime.installed_extensions():
+            v = extension_git.version(ext.path)
+            out.append({"name": ext.name, "remote": v.remote, "branch": v.branch, "commit_hash": v.commit_hash,
+                        "version": v.short, "commit_date": v.commit_date, "enabled": ext.enabled})
         return out
 
     # ---- models --------------------------------------------------------------------------
@@ -521,6 +519,12 @@ class Api:
 
 def _coerce_option(key: str, value: Any, default: Any) -> Any:
     """A value for option `key` of the type of its default, or a 422."""
+    if key == "disabled_extensions":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ApiError(422, key, f"must be a list of extension names, got {value!r}")
+        return value
+    if key == "disable_all_extensions" and value not in DISABLE_ALL_CHOICES:
+        raise ApiError(422, key, f"must be one of {', '.join(DISABLE_ALL_CHOICES)}, got {value!r}")
     kind = type(default)
     if kind is bool:
         if not isinstance(value, bool):

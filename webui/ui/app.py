@@ -7,7 +7,7 @@ import gradio as gr
 
 from modules.models.detect import CheckpointError
 from modules.runtime import DEMO_CHECKPOINT
-from webui.ui import generation, png_info
+from webui.ui import extensions, generation, png_info
 from webui.ui.common import GPU, user_error
 
 DEMO_NOTE = ("**Demo model loaded**: a tiny model that draws one flat shape on a flat background "
@@ -29,6 +29,8 @@ def create(runtime) -> gr.Blocks:
                     built[mode] = generation.build(runtime, mode)
             with gr.Tab("PNG Info", id="png_info"):
                 png_info.build(built["txt2img"], tabs)
+            with gr.Tab("Extensions", id="extensions"):
+                extensions.build(runtime)
         for tab in built.values():  # "Send to img2img / inpaint" under every gallery
             for target, button in tab.send_buttons.items():
                 button.click(_sender(target), [tab.gallery, tab.selected],
