@@ -317,6 +317,25 @@ def test_the_tab_refuses_with_the_message_when_access_is_off(make_runtime, tmp_p
     assert not (rt.data_dir / "extensions" / "ext").exists()
 
 
+def test_api_options_take_the_extension_settings_and_refuse_bad_values(make_runtime):
+    from fastapi.testclient import TestClient
+
+    from webui.server import create_app
+
+    rt = make_runtime()
+    with TestClient(create_app(rt, cmd_args.parse(["--nowebui"]))) as client:
+        for body, field in (({"disabled_extensions": "one"}, "disabled_extensions"),
+                            ({"disabled_extensions": [1]}, "disabled_extensions"),
+                            ({"disable_all_extensions": "most"}, "disable_all_extensions")):
+            r = client.post("/sdapi/v1/options", json=body)
+            assert r.status_code == 422 and r.json()["field"] == field, r.text
+        assert client.post("/sdapi/v1/options", json={"disabled_extensions": ["one"],
+                                                      "disable_all_extensions": "extra"}).status_code == 200
+        options = client.get("/sdapi/v1/options").json()
+    assert options["disabled_extensions"] == ["one"] and options["disable_all_extensions"] == "extra"
+    assert json.loads(rt.options_path.read_text())["disabled_extensions"] == ["one"]
+
+
 # ---- the running server: page, tab, API, restart ------------------------------------------------
 SHOWN_JS = """onUiLoaded(() => { document.body.dataset.kilnExample = "loaded:" + gradioApp().querySelectorAll("#txt2img_prompt").length; });
 """
