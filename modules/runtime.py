@@ -209,6 +209,12 @@ class Runtime:
         if unknown:
             raise extension_install.InstallError(f"no extension named {', '.join(map(repr, unknown))}")
         messages = [extension_install.update(by_name[n]) for n in update]
+        # an updated extension's install.py runs now: the restart does not go through launch.py
+        stamps = extension_install.InstallStamps.load(self.data_dir)
+        for name in update:
+            run = extension_install.run_installer(by_name[name], sys.executable, stamps)
+            if run.ran:
+                messages.append(f"{name}: install.py " + ("ran." if run.ok else f"failed (exit {run.returncode})."))
         extension_install.set_enabled(self.options, enabled, disable_all)
         self.save_options()
         self.restart_pending = True

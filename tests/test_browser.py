@@ -56,7 +56,7 @@ def page(server):
 
 
 def test_page_loads_without_console_errors_and_every_tab_renders(page):
-    for tab in ("txt2img", "img2img", "inpaint", "PNG Info"):
+    for tab in ("txt2img", "img2img", "inpaint", "PNG Info", "Extensions"):
         page.get_by_role("tab", name=tab).click()
         page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / f"tab-{tab.replace(' ', '_').lower()}.png"), full_page=True)

@@ -237,9 +237,10 @@ def test_install_from_a_local_git_repository_shows_its_version_and_finds_updates
     git("commit", "-qm", "second", cwd=upstream)
     [check] = rt.check_extension_updates()
     assert check.has_update and check.message == "1 new commit on origin/main"
-    [message] = rt.apply_extensions({}, update=["sd-webui-fancy"])
+    messages = rt.apply_extensions({}, update=["sd-webui-fancy"])
     new_head = git("rev-parse", "HEAD", cwd=upstream)
-    assert message == f"sd-webui-fancy: updated to {new_head[:8]}"
+    # the new commit means install.py runs again
+    assert messages == [f"sd-webui-fancy: updated to {new_head[:8]}", "sd-webui-fancy: install.py ran."]
     assert (folder / "scripts" / "more.py").is_file()
 
     with pytest.raises(InstallError, match="already exists"):
