@@ -17,6 +17,23 @@ from modules import prompts as prompt_syntax
 
 CHUNK = 75
 
+# A1111's emphasis modes (its "emphasis" setting), by the names A1111 writes in infotexts:
+# "Original" scales token vectors by their weights and restores the chunk's mean; "No norm"
+# scales only (said to suit SDXL better); "Ignore" parses the brackets away but uses no
+# weights; "None" does not parse at all: brackets, weights and BREAK are plain text.
+EMPHASIS_MODES = ("None", "Ignore", "Original", "No norm")
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """The settings (A1111's option names) that shape conditioning, passed from the
+    runtime's options into processing; the defaults are A1111's."""
+    emphasis: str = "Original"
+    sdxl_crop_top: int = 0
+    sdxl_crop_left: int = 0
+    sdxl_refiner_low_aesthetic_score: float = 2.5
+    sdxl_refiner_high_aesthetic_score: float = 6.0
+
 
 @dataclass
 class Conditioning:
@@ -27,7 +44,14 @@ class Conditioning:
 Chunk = tuple[list[int], list[float]]  # token ids (at most 75) and their emphasis weights
 
 
-def _chunks(tokenizer, prompt: str) -> list[Chunk]:
+def _parsed(prompt: str, emphasis: str = "Original") -> list[tuple[str, float]]:
+    """Text runs and weights; emphasis "None" leaves the whole prompt as one plain run."""
+    if emphasis == "None":
+        return [(prompt, 1.0)]
+    return prompt_syntax.parse_attention(prompt)
+
+
+def _chunks(tokenizer, prompt: str, emphasis: str = "Original") -> list[Chunk]:
     """A1111's chunking: emphasis from the prompt syntax, BREAK forces a new chunk, and a
     full chunk backs off to its last comma when that is within the last 20 tokens."""
     comma = tokenizer.convert_tokens_to_ids(",</w>")
@@ -41,7 +65,7 @@ def _chunks(tokenizer, prompt: str) -> list[Chunk]:
         chunks.append((ids, weights))
         ids, weights, last_comma = [], [], -1
 
-    for text, weight in prompt_syntax.parse_attention(prompt):
+    for text, weight in _parsed(prompt, emphasis):
         if text == "BREAK" and weight == -1:
             close()
             continue
@@ -72,17 +96,43 @@ def _chunk_ids(tokenizer, chunk: Chunk) -> tuple[list[int], list[float]]:
     return ids + [tokenizer.pad_token_id] * pad, [1.0] + weights + [1.0] * (1 + pad)
 
 
-def chunk_count(model, prompt: str) -> int:
-    return len(_chunks(model.tokenizers[0], prompt))
+def chunk_count(model, prompt: str, emphasis: str = "Original") -> int:
+    return len(_chunks(model.tokenizers[0], prompt, emphasis))
 
 
-def _emphasis(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """A1111's "Original" emphasis: scale each token's vector by its weight, then restore
-    the chunk's original mean so the overall magnitude is unchanged."""
-    if bool((weights == 1).all()):
+def token_count(tokenizer, prompt: str, steps: int = 20, emphasis: str = "Original") -> tuple[int, int]:
+    """The prompt box's counter as A1111 shows it, "tokens/limit": the tokens of the longest
+    text the prompt takes on (extra-network tags removed, every AND part and every step of
+    its editing schedule), and the limit those tokens fill up to in 75-token chunks.
+
+    As in A1111 every chunk but the last counts as a full 75 (so BREAK and the comma
+    back-off count the padding they cause): 1 chunk -> x/75, 76 tokens -> 76/150."""
+    text, _ = prompt_syntax.extract_extra_networks(prompt)
+    texts = [t for _, schedule in prompt_syntax.multicond_schedules(text, max(1, int(steps)))
+             for _, t in schedule]
+    counts = []
+    for t in texts:
+        chunks = _chunks(tokenizer, t, emphasis)
+        parsed = _parsed(t, emphasis)
+        breaks = [i for i, run in enumerate(parsed) if run == ("BREAK", -1.0)]
+        tail_empty = bool(breaks) and not any(
+            tokenizer(run, add_special_tokens=False).input_ids for run, _ in parsed[breaks[-1] + 1:])
+        # a prompt ending in BREAK has no partial last chunk: all its chunks count in full
+        counts.append(CHUNK * len(chunks) if tail_empty else CHUNK * (len(chunks) - 1) + len(chunks[-1][0]))
+    tokens = max(counts)
+    return tokens, max(1, -(-tokens // CHUNK)) * CHUNK
+
+
+def _emphasis(hidden: torch.Tensor, weights: torch.Tensor, mode: str = "Original") -> torch.Tensor:
+    """Apply emphasis weights to a chunk's hidden states. "Original" (A1111's default):
+    scale each token's vector by its weight, then restore the chunk's original mean so the
+    overall magnitude is unchanged; "No norm": scale only; "Ignore"/"None": unchanged."""
+    if mode in ("None", "Ignore") or bool((weights == 1).all()):
         return hidden
     mean = hidden.mean()
     hidden = hidden * weights[..., None]
+    if mode == "No norm":
+        return hidden
     return hidden * (mean / hidden.mean())
 
 
@@ -96,12 +146,13 @@ def _layer(encoder, ids: torch.Tensor, index: int, final_norm: bool):
 
 
 @torch.no_grad()
-def encode(model, prompts: list[str], clip_skip: int = 1, min_chunks: int = 1) -> Conditioning:
+def encode(model, prompts: list[str], clip_skip: int = 1, min_chunks: int = 1,
+           emphasis: str = "Original") -> Conditioning:
     family = model.family
     per_encoder = []
     pooled = None
     for n, (encoder, tokenizer) in enumerate(zip(model.text_encoders, model.tokenizers)):
-        chunked = [_chunks(tokenizer, p) for p in prompts]
+        chunked = [_chunks(tokenizer, p, emphasis) for p in prompts]
         count = max(min_chunks, max(len(c) for c in chunked))
         chunked = [c + [([], [])] * (count - len(c)) for c in chunked]
         outputs = []
@@ -117,7 +168,7 @@ def encode(model, prompts: list[str], clip_skip: int = 1, min_chunks: int = 1) -
                 hidden, pool = _layer(encoder, ids, -1 - clip_skip, final_norm=False)
             if i == 0 and pool is not None:
                 pooled = pool  # A1111 takes the pooled vector of the first chunk
-            outputs.append(_emphasis(hidden.float(), weights))
+            outputs.append(_emphasis(hidden.float(), weights, emphasis))
         per_encoder.append(torch.cat(outputs, dim=1))
     context = torch.cat(per_encoder, dim=-1) if len(per_encoder) > 1 else per_encoder[0]
     return Conditioning(context.to(model.dtype), pooled.to(model.dtype) if pooled is not None else None)
@@ -137,27 +188,63 @@ class Scheduled:
 
 
 def encode_scheduled(model, prompt: str, negative: str, steps: int, n: int,
-                     clip_skip: int = 1) -> tuple[Scheduled, Scheduled]:
+                     clip_skip: int = 1, emphasis: str = "Original") -> tuple[Scheduled, Scheduled]:
     """Both prompts' schedules, each distinct text encoded once, all with one chunk count
-    so that any step's positive and negative can be batched together."""
-    pos = prompt_syntax.get_schedule(prompt, steps)
-    neg = prompt_syntax.get_schedule(negative, steps)
-    count = max(chunk_count(model, text) for _, text in pos + neg)
+    so that any step's positive and negative can be batched together. AND is not split
+    here (see encode_composable)."""
+    conds, uncond = _encode_schedules(model, [prompt_syntax.get_schedule(prompt, steps)],
+                                      prompt_syntax.get_schedule(negative, steps), n, clip_skip, emphasis)
+    return conds[0], uncond
+
+
+@dataclass
+class Composable:
+    """Composable diffusion ("a cat AND a dog:0.5", A1111's AND): each sub-prompt with its
+    weight and its own editing schedule. The loop batches every sub-prompt's conditioning
+    with the negative's in one UNet call and combines the outputs as
+    uncond + sum_i weight_i * cfg * (cond_i - uncond)."""
+    parts: list[tuple[float, Scheduled]]
+
+    def at(self, step: int) -> list[tuple[float, Conditioning]]:
+        return [(weight, scheduled.at(step)) for weight, scheduled in self.parts]
+
+
+def encode_composable(model, prompt: str, negative: str, steps: int, n: int, clip_skip: int = 1,
+                      emphasis: str = "Original") -> tuple[Composable, Scheduled]:
+    """The prompt split at AND (each part scheduled on its own, as A1111's
+    get_multicond_learned_conditioning) and the negative prompt, which A1111 does not
+    split; one chunk count for all of them."""
+    multi = prompt_syntax.multicond_schedules(prompt, steps)
+    conds, uncond = _encode_schedules(model, [schedule for _, schedule in multi],
+                                      prompt_syntax.get_schedule(negative, steps), n, clip_skip, emphasis)
+    return Composable([(weight, cond) for (weight, _), cond in zip(multi, conds)]), uncond
+
+
+def _encode_schedules(model, positives: list[list[tuple[int, str]]], negative: list[tuple[int, str]], n: int,
+                      clip_skip: int, emphasis: str) -> tuple[list[Scheduled], Scheduled]:
+    texts = [text for schedule in positives + [negative] for _, text in schedule]
+    count = max(chunk_count(model, text, emphasis) for text in texts)
     cache: dict[str, Conditioning] = {}
 
     def cond(text: str) -> Conditioning:
         if text not in cache:
-            cache[text] = encode(model, [text] * n, clip_skip, count)
+            cache[text] = encode(model, [text] * n, clip_skip, count, emphasis)
         return cache[text]
 
-    return Scheduled([(end, cond(t)) for end, t in pos]), Scheduled([(end, cond(t)) for end, t in neg])
+    def scheduled(schedule):
+        return Scheduled([(end, cond(text)) for end, text in schedule])
+
+    return [scheduled(s) for s in positives], scheduled(negative)
 
 
-def sdxl_time_ids(model, width: int, height: int, negative: bool, aesthetic: tuple[float, float] = (6.0, 2.5)) -> torch.Tensor:
-    """SDXL micro-conditioning: original size, crop top-left, target size (base) or
-    aesthetic score (refiner), with A1111's defaults."""
+def sdxl_time_ids(model, width: int, height: int, negative: bool, settings: TextSettings = TextSettings()) -> torch.Tensor:
+    """SDXL micro-conditioning: original size (= the image size, as A1111), crop top-left
+    (A1111's sdxl_crop_top/left settings), then the target size (base) or the aesthetic
+    score (refiner: the low score for the negative prompt, the high one for the positive)."""
+    crop = [settings.sdxl_crop_top, settings.sdxl_crop_left]
     if model.family == "sdxl_refiner":
-        values = [height, width, 0, 0, aesthetic[1] if negative else aesthetic[0]]
+        score = settings.sdxl_refiner_low_aesthetic_score if negative else settings.sdxl_refiner_high_aesthetic_score
+        values = [height, width, *crop, score]
     else:
-        values = [height, width, 0, 0, height, width]
+        values = [height, width, *crop, height, width]
     return torch.tensor([values], dtype=model.dtype, device=model.device)

@@ -22,6 +22,13 @@ class Options:
     live_previews_enable: bool = True
     disabled_extensions: list = field(default_factory=list)  # folder names; applies after a UI reload
     disable_all_extensions: str = "none"  # "none" | "extra" (only built-in ones load) | "all" (none load)
+    # ---- prompt and conditioning (A1111's names and defaults)
+    emphasis: str = "Original"  # conditioning.EMPHASIS_MODES
+    CLIP_stop_at_last_layers: int = 1  # clip skip for API requests that do not override it
+    sdxl_crop_top: int = 0
+    sdxl_crop_left: int = 0
+    sdxl_refiner_low_aesthetic_score: float = 2.5
+    sdxl_refiner_high_aesthetic_score: float = 6.0
     extra: dict = field(default_factory=dict)  # settings of extensions and later features
 
     @classmethod

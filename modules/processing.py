@@ -79,12 +79,15 @@ def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tu
     return torch.stack(noises), gens
 
 
-def _unet_kwargs(model, cond: conditioning.Conditioning, uncond: conditioning.Conditioning, width, height, n):
+def _unet_kwargs(model, conds: list[conditioning.Conditioning], uncond: conditioning.Conditioning, width, height, n,
+                 settings: conditioning.TextSettings = conditioning.TextSettings()):
+    """SDXL's added conditioning for a batch of every positive (sub-)prompt, then the negative."""
     if not model.family.startswith("sdxl"):
         return {}
-    time_ids = torch.cat([conditioning.sdxl_time_ids(model, width, height, False).repeat(n, 1),
-                          conditioning.sdxl_time_ids(model, width, height, True).repeat(n, 1)])
-    return {"added_cond_kwargs": {"text_embeds": torch.cat([cond.pooled, uncond.pooled]), "time_ids": time_ids}}
+    time_ids = torch.cat([conditioning.sdxl_time_ids(model, width, height, False, settings).repeat(n * len(conds), 1),
+                          conditioning.sdxl_time_ids(model, width, height, True, settings).repeat(n, 1)])
+    pooled = torch.cat([c.pooled for c in conds] + [uncond.pooled])
+    return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
 
 
 @dataclass
@@ -98,10 +101,15 @@ class InitLatents:
 @torch.no_grad()
 def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, cond, uncond, control: JobControl,
            width: int, height: int, image_cond: torch.Tensor | None = None,
-           init: InitLatents | None = None) -> torch.Tensor:
+           init: InitLatents | None = None,
+           settings: conditioning.TextSettings = conditioning.TextSettings()) -> torch.Tensor:
     """The denoising loop: noise (txt2img) or noised init latents (img2img) -> latents,
     with CFG and a callback per step. `image_cond` (mask + masked-image latent) feeds the
-    extra input channels of inpainting models."""
+    extra input channels of inpainting models. `cond` is a conditioning.Scheduled or, for
+    AND, a conditioning.Composable: every sub-prompt and the negative go through the UNet
+    in one batch, combined as uncond + sum_i w_i * cfg * (cond_i - uncond) (A1111)."""
+    if isinstance(cond, conditioning.Scheduled):
+        cond = conditioning.Composable([(1.0, cond)])
     denoise = float(request.denoising_strength) if init is not None else 1.0
     sch = samplers.create_scheduler(request.sampler_name, request.scheduler, request.steps,
                                     prediction_type=model.info.prediction_type, device="cpu", denoise=denoise)
@@ -113,22 +121,29 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
         latents = samplers.noise_latents(sch, init.latents, noise)
     timesteps = sch.timesteps
     total = len(timesteps)
-    current = None  # the (positive, negative) pair the batched context was built from
+    current = None  # the conditionings the batched context was built from
     for i, t in enumerate(timesteps):
         if control.interrupted or control.skipped:
             break
         step = i * request.steps // total + 1  # the prompt schedule's step (second-order samplers count twice)
-        c, u = cond.at(step), uncond.at(step)
-        if current is None or current[0] is not c or current[1] is not u:  # rebuild only when the schedule switches
-            current = (c, u)
-            context = torch.cat([c.context, u.context])
-            extra = _unet_kwargs(model, c, u, width, height, n)
-        x = sch.scale_model_input(torch.cat([latents, latents]), t)
+        # ---- composable diffusion (AND): one UNet call for every sub-prompt + the negative
+        weighted, u = cond.at(step), uncond.at(step)
+        conds = [c for _, c in weighted]
+        if current is None or len(current) != len(conds) + 1 or any(a is not b for a, b in zip(current, conds + [u])):
+            current = conds + [u]  # rebuild only when the schedule switches
+            context = torch.cat([c.context for c in current])
+            extra = _unet_kwargs(model, conds, u, width, height, n, settings)
+        parts = len(current)
+        x = sch.scale_model_input(torch.cat([latents] * parts), t)
         if image_cond is not None:
-            x = torch.cat([x, torch.cat([image_cond, image_cond])], dim=1)
+            x = torch.cat([x, torch.cat([image_cond] * parts)], dim=1)
         out = model.unet(x.to(device, dtype), t.to(device), encoder_hidden_states=context, **extra).sample.float().cpu()
-        pos, neg = out.chunk(2)
-        guided = neg + request.cfg_scale * (pos - neg)
+        outs = out.split(n)
+        neg = outs[-1]
+        guided = neg
+        for (weight, _), pos in zip(weighted, outs):
+            guided = guided + (pos - neg) * (weight * request.cfg_scale)
+        # ---- end composable diffusion
         latents = sch.step(guided, t, latents, generator=generators).prev_sample
         if init is not None and init.mask is not None:
             # outside the mask the known picture, noised to the level the next step expects
@@ -258,10 +273,18 @@ def _img2img_infotext(request: GenerationRequest) -> dict:
     return extra
 
 
+def _settings_infotext(request: GenerationRequest, settings: conditioning.TextSettings) -> dict:
+    """A1111 records a non-default emphasis mode only when a prompt has brackets to weigh."""
+    if settings.emphasis != "Original" and any(c in request.prompt + request.negative_prompt for c in "(["):
+        return {"Emphasis": settings.emphasis}
+    return {}
+
+
 def generate(model, request: GenerationRequest, *, outdir: Path, control: JobControl | None = None,
-             save_grid: bool = True) -> GenerationResult:
+             save_grid: bool = True,
+             settings: conditioning.TextSettings = conditioning.TextSettings()) -> GenerationResult:
     """Run a txt2img or img2img request on a loaded model; save every image before
-    returning."""
+    returning. `settings`: the runtime's conditioning options (emphasis, SDXL crop...)."""
     control = control or JobControl()
     started = time.time()
     is_img2img = bool(request.init_images)
@@ -283,6 +306,7 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
     folder = images.dated_folder(outdir, f"{request.mode}-images")
     latent_shape = (model.vae.config.latent_channels, height // factor, width // factor)
     extra_info = _img2img_infotext(request) if is_img2img else {}
+    extra_info.update(_settings_infotext(request, settings))
     for batch in range(request.n_iter):
         if control.interrupted:
             break
@@ -297,15 +321,15 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
         if is_img2img and float(request.denoising_strength) == 0:
             outputs = [o.copy() for o in prepared.originals]  # nothing to denoise: the input, exactly
         else:
-            cond, uncond = conditioning.encode_scheduled(model, request.prompt, request.negative_prompt, request.steps,
-                                                         len(seeds), request.clip_skip)
+            cond, uncond = conditioning.encode_composable(model, request.prompt, request.negative_prompt, request.steps,
+                                                          len(seeds), request.clip_skip, settings.emphasis)
             if is_img2img:
                 latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
-                                 prepared.image_cond, prepared.init)
+                                 prepared.image_cond, prepared.init, settings=settings)
                 outputs = finish_img2img(prepared, decode(model, latents))
             else:
                 latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
-                                 txt2img_image_cond(model, len(seeds), width, height))
+                                 txt2img_image_cond(model, len(seeds), width, height), settings=settings)
                 outputs = decode(model, latents)
         for img, s, ss in zip(outputs, seeds, subseeds):
             text = infotext.build_infotext(request, seed=s, subseed=ss, model_name=model.name, model_hash=model.short_hash,

@@ -5,6 +5,7 @@ and the API reach them through one Runtime object passed to them explicitly.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import extension_git, extension_install, extensions, paths, previews, processing
+from modules import conditioning, extension_git, extension_install, extensions, paths, previews, processing
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models.detect import CheckpointError
@@ -295,7 +296,8 @@ class Runtime:
             control.on_step = on_step
             progress.textinfo = None
             return processing.generate(model, request, outdir=self.data_dir / self.options.outdir_samples,
-                                       control=control, save_grid=self.options.grid_save)
+                                       control=control, save_grid=self.options.grid_save,
+                                       settings=self.text_settings(request))
         finally:
             control.on_step = outer
             self.control = None
@@ -309,6 +311,14 @@ class Runtime:
                     self.load_model(previous)  # a per-request choice does not stick
                 except CheckpointError:
                     log.exception("could not restore %s after a per-request checkpoint", previous)
+
+    def text_settings(self, request: GenerationRequest) -> conditioning.TextSettings:
+        """The conditioning options for a request: the saved options, then the request's
+        `override_settings` (A1111's per-request settings, put in request.extra by the API)."""
+        overrides = request.extra.get("override_settings") or {}
+        return conditioning.TextSettings(**{
+            f.name: overrides.get(f.name, getattr(self.options, f.name))
+            for f in dataclasses.fields(conditioning.TextSettings)})
 
     def interrupt(self) -> None:
         if self.control:
