@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import conditioning, extension_git, extension_install, extensions, paths, previews, processing
+from modules import conditioning, extension_git, extension_install, extensions, paths, previews, processing, styles
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models.detect import CheckpointError
@@ -253,7 +253,7 @@ class Runtime:
                  keep_checkpoint: bool = False) -> processing.GenerationResult:
         """Queue the request behind the jobs already waiting and wait for its result."""
         if self.jobs.in_worker():  # called from inside a job: run it now
-            request.validate(self.limits)
+            request = styles.expand(request.validate(self.limits), self.data_dir)
             return self._generate_now(request, control or processing.JobControl(), job, keep_checkpoint)
         return self.submit(request, control, job, task_id=task_id, keep_checkpoint=keep_checkpoint).result()
 
@@ -261,7 +261,7 @@ class Runtime:
                task_id: str | None = None, keep_checkpoint: bool = False) -> Task:
         """Validate now (a bad request never waits in the queue), queue, return the Task.
         `keep_checkpoint`: a request.checkpoint stays loaded (and chosen) afterwards."""
-        request.validate(self.limits)
+        request = styles.expand(request.validate(self.limits), self.data_dir)  # an unknown style: RequestError now
         control = control or processing.JobControl()
         return self.jobs.submit(lambda: self._generate_now(request, control, job, keep_checkpoint),
                                 name=job, task_id=task_id)

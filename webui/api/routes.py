@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from modules import extension_git, infotext, paths, postprocessing, samplers
+from modules import conditioning, extension_git, infotext, paths, postprocessing, samplers, styles
 from modules.extensions import DISABLE_ALL_CHOICES
 from modules.models.detect import CheckpointError, read_safetensors_header
 from modules.options import Options
@@ -34,6 +34,8 @@ from webui.api.codec import decode_image, encode_png
 from webui.api.errors import ApiError, install_handlers
 
 log = logging.getLogger(__name__)
+
+TEXT_SETTINGS = {f.name: f for f in dataclasses.fields(conditioning.TextSettings)}  # per-request overridable
 
 PREFIX = "/sdapi/v1"
 HASH_BUDGET_S = 10.0  # /sd-models hashes unhashed checkpoints this long, the rest in the background
@@ -125,9 +127,12 @@ class Api:
         checkpoint = None
         if override.get("sd_model_checkpoint") not in (None, ""):
             checkpoint = self._checkpoint(override["sd_model_checkpoint"], "override_settings.sd_model_checkpoint")
-        clip_skip = override.get("CLIP_stop_at_last_layers", 1)
+        clip_skip = override.get("CLIP_stop_at_last_layers", self.runtime.options.CLIP_stop_at_last_layers)
         if isinstance(clip_skip, bool) or not isinstance(clip_skip, int):
             raise ApiError(422, "override_settings.CLIP_stop_at_last_layers", f"must be a whole number, got {clip_skip!r}")
+        # per-request conditioning settings (emphasis, SDXL crop and aesthetic scores)
+        text_overrides = {key: _coerce_option(f"override_settings.{key}", override[key], field.default)
+                          for key, field in TEXT_SETTINGS.items() if key in override}
         for name in ("seed", "subseed"):
             if not -1 <= values[name] < 2**63:
                 raise ApiError(422, name, f"must be -1 (random) or a number from 0 to 2^63-1, got {values[name]}")
@@ -142,6 +147,8 @@ class Api:
             subseed_strength=values["subseed_strength"], batch_size=values["batch_size"], n_iter=values["n_iter"],
             clip_skip=clip_skip, styles=list(values.get("styles") or []), checkpoint=checkpoint, mode=mode,
             save_images=bool(req.save_images and not req.do_not_save_samples))
+        if text_overrides:
+            request.extra["override_settings"] = text_overrides
         if mode == "img2img":
             self._add_images(request, req)
         try:
@@ -274,7 +281,7 @@ class Api:
     def get_options(self) -> dict:
         rt = self.runtime
         o = rt.options
-        data: dict[str, Any] = {"CLIP_stop_at_last_layers": 1, "sd_vae": "Automatic", "samples_format": "png",
+        data: dict[str, Any] = {"sd_vae": "Automatic", "samples_format": "png",
                                 "sd_checkpoint_hash": None}
         data.update({k: v for k, v in dataclasses.asdict(o).items() if k != "extra"})
         data.update(o.extra)
@@ -411,16 +418,11 @@ class Api:
         return {"loaded": {}, "skipped": skipped}
 
     def prompt_styles(self) -> list[dict]:
-        path = self.runtime.data_dir / "styles.csv"
-        if not path.exists():
-            return []
         try:
-            with open(path, encoding="utf-8-sig", newline="") as f:
-                return [{"name": row.get("name") or "", "prompt": row.get("prompt"),
-                         "negative_prompt": row.get("negative_prompt")}
-                        for row in csv.DictReader(f) if row.get("name")]
-        except (OSError, csv.Error, UnicodeDecodeError) as e:
-            raise ApiError(500, None, f"styles.csv cannot be read: {e}") from None
+            found = styles.load(self.runtime.data_dir)
+        except (RequestError, csv.Error) as e:
+            raise ApiError(500, None, str(e)) from None
+        return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt} for s in found if s.name]
 
     def memory(self) -> dict:
         ram: dict[str, Any]
@@ -537,6 +539,8 @@ def _coerce_option(key: str, value: Any, default: Any) -> Any:
             raise ApiError(422, key, f"must be a whole number, got {value!r}")
         if key == "show_progress_every_n_steps" and value < 0:
             raise ApiError(422, key, f"must be 0 (off) or more, got {value}")
+        if key == "CLIP_stop_at_last_layers" and not 1 <= value <= 12:
+            raise ApiError(422, key, f"must be between 1 and 12, got {value}")
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -547,6 +551,8 @@ def _coerce_option(key: str, value: Any, default: Any) -> Any:
             raise ApiError(422, key, f"must be text, got {value!r}")
         if key == "default_prediction_type" and value not in ("epsilon", "v_prediction"):
             raise ApiError(422, key, f"must be 'epsilon' or 'v_prediction', got {value!r}")
+        if key.endswith("emphasis") and value not in conditioning.EMPHASIS_MODES:
+            raise ApiError(422, key, f"must be one of {', '.join(conditioning.EMPHASIS_MODES)}, got {value!r}")
         return value
     return value
 

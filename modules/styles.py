@@ -1,0 +1,72 @@
+"""Prompt styles: A1111's styles.csv in the data folder, applied to a request's prompts.
+
+A style is a name, a prompt text and a negative text. Applying it puts the request's
+prompt into the style's ``{prompt}`` placeholder, or appends the style after ", "
+(`modules.prompts.merge_style`). The runtime applies a request's styles before it is
+queued, so the sampler, the infotext and the saved files see the expanded prompts, as
+in A1111. Reading and writing the CSV are `modules.prompts`' load/save_styles_csv.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from modules.prompts import Style, apply_styles, load_styles_csv, save_styles_csv
+from modules.request import GenerationRequest, RequestError
+
+FILE_NAME = "styles.csv"
+
+
+def styles_path(data_dir: Path) -> Path:
+    return Path(data_dir) / FILE_NAME
+
+
+def load(data_dir: Path) -> list[Style]:
+    """The styles of styles.csv (none when the file is missing); an unreadable file is a
+    RequestError, so a request naming styles gets a message rather than a crash."""
+    try:
+        return load_styles_csv(styles_path(data_dir))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RequestError("styles", f"{FILE_NAME} cannot be read: {e}") from None
+
+
+def find(styles: list[Style], names: list[str]) -> list[Style]:
+    """The named styles, in the order given; an unknown name is a RequestError."""
+    by_name = {s.name: s for s in styles}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        have = ", ".join(sorted(by_name)) or f"none: add them to {FILE_NAME}"
+        raise RequestError("styles", f"unknown style {', '.join(map(repr, missing))} (have: {have})")
+    return [by_name[n] for n in names]
+
+
+def expand(request: GenerationRequest, data_dir: Path) -> GenerationRequest:
+    """The request with its styles applied to the prompt and the negative prompt."""
+    names = [n for n in (request.styles or []) if n]
+    if not names:
+        return request
+    prompt, negative = apply_styles(request.prompt, request.negative_prompt, find(load(data_dir), names))
+    return request.replace(prompt=prompt, negative_prompt=negative)
+
+
+def save_style(data_dir: Path, style: Style) -> list[Style]:
+    """Add the style, or replace the one of the same name in place; return all styles."""
+    name = style.name.strip()
+    if not name:
+        raise RequestError("name", "a style needs a name")
+    style = Style(name, style.prompt, style.negative_prompt)
+    styles = load(data_dir)
+    if any(s.name == name for s in styles):
+        styles = [style if s.name == name else s for s in styles]
+    else:
+        styles.append(style)
+    save_styles_csv(styles_path(data_dir), styles)
+    return styles
+
+
+def delete_style(data_dir: Path, name: str) -> list[Style]:
+    styles = load(data_dir)
+    kept = [s for s in styles if s.name != name]
+    if len(kept) == len(styles):
+        raise RequestError("name", f"no style named {name!r}")
+    save_styles_csv(styles_path(data_dir), kept)
+    return kept
