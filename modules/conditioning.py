@@ -100,16 +100,19 @@ def chunk_count(model, prompt: str, emphasis: str = "Original") -> int:
     return len(_chunks(model.tokenizers[0], prompt, emphasis))
 
 
-def token_count(tokenizer, prompt: str, steps: int = 20, emphasis: str = "Original") -> tuple[int, int]:
+def token_count(tokenizer, prompt: str, steps: int = 20, emphasis: str = "Original",
+                negative: bool = False) -> tuple[int, int]:
     """The prompt box's counter as A1111 shows it, "tokens/limit": the tokens of the longest
     text the prompt takes on (extra-network tags removed, every AND part and every step of
     its editing schedule), and the limit those tokens fill up to in 75-token chunks.
 
     As in A1111 every chunk but the last counts as a full 75 (so BREAK and the comma
-    back-off count the padding they cause): 1 chunk -> x/75, 76 tokens -> 76/150."""
+    back-off count the padding they cause): 1 chunk -> x/75, 76 tokens -> 76/150. A
+    negative prompt is not split at AND (A1111 does not split it)."""
     text, _ = prompt_syntax.extract_extra_networks(prompt)
-    texts = [t for _, schedule in prompt_syntax.multicond_schedules(text, max(1, int(steps)))
-             for _, t in schedule]
+    steps = max(1, int(steps or 1))
+    parts = [text] if negative else [t for t, _ in prompt_syntax.split_and(text)]
+    texts = [t for part in parts for _, t in prompt_syntax.get_schedule(part, steps)]
     counts = []
     for t in texts:
         chunks = _chunks(tokenizer, t, emphasis)

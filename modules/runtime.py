@@ -312,6 +312,23 @@ class Runtime:
                 except CheckpointError:
                     log.exception("could not restore %s after a per-request checkpoint", previous)
 
+    def token_count(self, prompt: str, steps: int = 20, style_names: list[str] | None = None,
+                    negative: bool = False) -> tuple[int, int]:
+        """The prompt box counter (A1111's "12/75"), styles included. Needs only a tokenizer:
+        the loaded model's, or the bundled CLIP one; never the job queue or the device."""
+        from modules.models.tokenizer import load_clip_tokenizer
+
+        model = self.model
+        tokenizer = model.tokenizers[0] if model is not None else load_clip_tokenizer(str(self.cache_dir))
+        if style_names:
+            try:
+                request = styles.expand(GenerationRequest(prompt=prompt, negative_prompt=prompt,
+                                                          styles=list(style_names)), self.data_dir)
+                prompt = request.negative_prompt if negative else request.prompt
+            except RequestError:
+                pass  # a style deleted meanwhile: count the prompt as typed
+        return conditioning.token_count(tokenizer, prompt, steps, self.options.emphasis, negative)
+
     def text_settings(self, request: GenerationRequest) -> conditioning.TextSettings:
         """The conditioning options for a request: the saved options, then the request's
         `override_settings` (A1111's per-request settings, put in request.extra by the API)."""

@@ -131,3 +131,34 @@ def test_and_in_the_picture(make_runtime):
     assert np.abs(run("red circle AND blue square") - alone).max() > 0
     assert np.abs(run("red circle AND blue square:0") - alone).max() <= 1  # weight 0: the same picture
     assert np.abs(run("red circle AND blue square:0.5") - run("red circle AND blue square")).max() > 0
+
+
+# ---------------------------------------------------------------- token counter
+
+
+@pytest.mark.parametrize("prompt, negative, expected", [
+    ("a red circle", False, (3, 75)),
+    ("", False, (0, 75)),
+    ("cat " * 75, False, (75, 75)),
+    ("cat " * 76, False, (76, 150)),  # one token over: a second chunk
+    ("cat " * 151, False, (151, 225)),
+    ("a <lora:style:0.8> cat", False, (2, 75)),  # extra-network tags are not text
+    ("[cat:cat cat cat:5] dog", False, (4, 75)),  # the longest text of the schedule
+    ("a AND b c d", False, (3, 75)),  # the longest AND part
+    ("a AND b c d", True, (5, 75)),  # the negative prompt is not split
+    ("a BREAK b", False, (76, 150)),  # a chunk ended by BREAK counts in full (A1111)
+    ("a BREAK", False, (75, 75)),
+])
+def test_token_count(model, prompt, negative, expected):
+    assert conditioning.token_count(model.tokenizers[0], prompt, 20, negative=negative) == expected
+
+
+def test_token_count_without_a_model_uses_the_bundled_tokenizer(make_runtime):
+    rt = make_runtime()
+    assert rt.model is None
+    assert rt.token_count("a red circle") == (3, 75)
+    rt.data_dir.mkdir(parents=True, exist_ok=True)
+    (rt.data_dir / "styles.csv").write_text("name,prompt,negative_prompt\nx,one two three,bad\n")
+    assert rt.token_count("a red circle", 20, ["x"]) == (7, 75)  # "a red circle, one two three"
+    assert rt.token_count("", 20, ["x"], negative=True) == (1, 75)
+    assert rt.model is None  # counting loaded nothing

@@ -55,3 +55,35 @@ def test_img2img_batch_processes_a_folder(server, tmp_path):
                    api_name="/img2img_batch")
     assert sorted(p.name for p in dst.iterdir()) == ["a.png", "b.png"]
     assert "Denoising strength: 0.5" in infotext.read_infotext(dst / "a.png")
+
+
+def test_token_counter_follows_the_prompt_without_the_queue(server):
+    from gradio_client import Client
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    count = lambda text, api, steps=20, styles=(): client.predict(text, steps, list(styles), api_name=api)  # noqa: E731
+    assert ">3/75<" in count("a red circle", "/txt2img_token_counter")
+    assert ">76/150<" in count("cat " * 76, "/txt2img_token_counter")
+    assert ">2/75<" in count("a <lora:x:1> cat", "/img2img_token_counter")
+    assert ">5/75<" in count("a AND b c d", "/inpaint_negative_token_counter")  # negative: no AND split
+
+
+def test_styles_clip_skip_and_the_style_editor(server):
+    from gradio_client import Client
+
+    url, data = server
+    client = Client(url, verbose=False)
+    client.predict("film", "{prompt}, film grain", "blurry", [], [], [], api_name="/txt2img_save_style")
+    assert "film" in (data / "styles.csv").read_text(encoding="utf-8-sig")
+    # the counter includes the chosen styles' text: "a cat, film grain"
+    assert ">5/75<" in client.predict("a cat", 20, ["film"], api_name="/txt2img_token_counter")
+    _, info, _ = client.predict("a cat", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 9, -1, 0, ["film"], 2,
+                                api_name="/txt2img")
+    assert info.startswith("a cat, film grain\nNegative prompt: blurry\n")
+    assert "Clip skip: 2," in info
+    with pytest.raises(Exception, match="'gone'"):  # a style that is not there: a message
+        client.predict("a cat", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 9, -1, 0, ["gone"], 1,
+                       api_name="/txt2img")
+    client.predict("film", [], [], [], api_name="/img2img_delete_style")
+    assert "film" not in (data / "styles.csv").read_text(encoding="utf-8-sig")

@@ -8,6 +8,7 @@ import gradio as gr
 from modules.models.detect import CheckpointError
 from modules.runtime import DEMO_CHECKPOINT
 from webui.ui import extensions, generation, png_info
+from webui.ui import styles as styles_ui
 from webui.ui.common import GPU, user_error
 
 DEMO_NOTE = ("**Demo model loaded**: a tiny model that draws one flat shape on a flat background "
@@ -21,16 +22,20 @@ def create(runtime) -> gr.Blocks:
             checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", choices=[], elem_id="sd_model_checkpoint",
                                      scale=4)
             refresh = gr.Button("🔄", elem_id="refresh_checkpoints", scale=0, min_width=40)
+            # A1111's "Clip skip" setting as a quick setting: every generation takes the value shown
+            clip_skip = gr.Slider(1, 12, value=runtime.options.CLIP_stop_at_last_layers, step=1, label="Clip skip",
+                                  elem_id="setting_CLIP_stop_at_last_layers", scale=1, min_width=160)
         note = gr.Markdown(visible=False, elem_id="demo_note")
         with gr.Tabs() as tabs:
             built = {}
             for mode in ("txt2img", "img2img", "inpaint"):
                 with gr.Tab(mode, id=mode):
-                    built[mode] = generation.build(runtime, mode)
+                    built[mode] = generation.build(runtime, mode, clip_skip)
             with gr.Tab("PNG Info", id="png_info"):
-                png_info.build(built["txt2img"], tabs)
+                png_info.build(built["txt2img"], tabs, clip_skip)
             with gr.Tab("Extensions", id="extensions"):
                 extensions.build(runtime)
+        styles_ui.wire(runtime, list(built.values()), demo)
         for tab in built.values():  # "Send to img2img / inpaint" under every gallery
             for target, button in tab.send_buttons.items():
                 button.click(_sender(target), [tab.gallery, tab.selected],
@@ -65,9 +70,19 @@ def create(runtime) -> gr.Blocks:
 
         outputs = [checkpoint, note] + sizes
         demo.load(on_load, None, outputs, queue=False, api_name=False)
+        demo.load(lambda: runtime.options.CLIP_stop_at_last_layers, None, clip_skip, queue=False, api_name=False)
+        clip_skip.input(_save_clip_skip(runtime), clip_skip, None, queue=False, api_name=False)
         checkpoint.input(on_change, checkpoint, outputs, concurrency_id=GPU, api_name="switch_checkpoint")
         refresh.click(lambda: gr.update(choices=titles()), None, checkpoint, queue=False, api_name=False)
     return demo
+
+
+def _save_clip_skip(runtime):
+    """Keep the choice as A1111's setting (it is also the API's default)."""
+    def save(value):
+        runtime.options.CLIP_stop_at_last_layers = int(value or 1)
+        runtime.save_options()
+    return save
 
 
 def _sender(target: str):

@@ -7,9 +7,10 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
-from modules import img2img, infotext
+from modules import img2img, infotext, styles
 from modules.processing import JobControl
-from modules.request import GenerationRequest
+from modules.request import GenerationRequest, RequestError
+from webui.ui import styles as styles_ui
 from webui.ui.common import GPU, USER_ERRORS, sampler_dropdowns, seed_row, user_error
 
 COMMON = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "width", "height", "n_iter",
@@ -28,6 +29,9 @@ class Tab:
         self.gallery = self.info = self.details = self.selected = None
         self.send_buttons: dict[str, gr.Button] = {}
         self.image_input = None  # img2img's init image / inpaint's editor
+        self.styles = None  # the Styles multi-select beside the prompt
+        self.style_editor = None  # webui.ui.styles.Editor
+        self.token_counters = ()  # (prompt, negative prompt) counters
 
 
 def _editor_image_and_mask(value) -> tuple[Image.Image | None, Image.Image | None]:
@@ -47,19 +51,32 @@ def _editor_image_and_mask(value) -> tuple[Image.Image | None, Image.Image | Non
     return background.convert("RGB"), mask
 
 
-def build(runtime, mode: str) -> Tab:
+def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) -> Tab:
+    """One generation tab. `clip_skip` is the page's quick setting beside the checkpoint:
+    an input of every generation, so the request carries the value shown."""
     tab = Tab(mode)
     f = tab.fields
     with gr.Row():
         with gr.Column(scale=4):
-            f["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id=f"{mode}_prompt",
-                                     placeholder="a large red circle on a blue background")
-            f["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{mode}_neg_prompt")
+            with gr.Row():
+                f["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id=f"{mode}_prompt", scale=20,
+                                         placeholder="a large red circle on a blue background")
+                prompt_count = gr.HTML(token_counter_html(0, 75), elem_id=f"{mode}_token_counter", min_width=60,
+                                       padding=False)
+            with gr.Row():
+                f["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{mode}_neg_prompt",
+                                                  scale=20)
+                negative_count = gr.HTML(token_counter_html(0, 75), elem_id=f"{mode}_negative_token_counter",
+                                         min_width=60, padding=False)
+            tab.token_counters = (prompt_count, negative_count)
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}_generate")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{mode}_interrupt")
                 skip = gr.Button("Skip", elem_id=f"{mode}_skip")
+            tab.styles = gr.Dropdown(label="Styles", choices=style_names(runtime), value=[], multiselect=True,
+                                     elem_id=f"{mode}_styles")
+    tab.style_editor = styles_ui.editor(mode)
     with gr.Row():
         with gr.Column():
             extra_inputs = []
@@ -129,8 +146,15 @@ def build(runtime, mode: str) -> Tab:
     ordered = [f[n] for n in COMMON] + [f[n] for n in names if n not in COMMON]
     order = list(COMMON) + [n for n in names if n not in COMMON]
 
+    # inputs added after the first release go last, so API callers' positional arguments keep working
+    late = [tab.styles] + ([clip_skip] if clip_skip is not None else [])
+
     def make_request(values) -> GenerationRequest:
+        values, late_values = list(values[:len(values) - len(late)]), list(values[len(values) - len(late):])
         fields = dict(zip(order, values[:len(order)]))
+        fields["styles"] = list(late_values[0] or [])
+        if clip_skip is not None:
+            fields["clip_skip"] = int(late_values[1] or 1)
         for k in INTS:
             if k in fields:
                 fields[k] = int(fields[k]) if fields[k] is not None else -1
@@ -167,7 +191,7 @@ def build(runtime, mode: str) -> Tab:
             text += "\n(interrupted)"
         return shown or result.images, text, result.info, 1 if result.grid_path else 0
 
-    inputs = ordered + extra_inputs
+    inputs = ordered + extra_inputs + late
     outputs = [tab.gallery, tab.info, tab.details, tab.selected]
     generate.click(run, inputs, outputs, concurrency_id=GPU, concurrency_limit=1, api_name=mode)
     f["prompt"].submit(run, inputs, outputs, concurrency_id=GPU, api_name=False)
@@ -176,11 +200,26 @@ def build(runtime, mode: str) -> Tab:
     reuse_seed.click(lambda data: (data or {}).get("seed", -1), tab.details, f["seed"], queue=False, api_name=False)
     tab.gallery.select(_selected_index, None, tab.selected, queue=False, api_name=False)
 
+    # ---- token counters: tokenising only (no job queue, no device), the last keystroke wins
+    def counter(negative: bool):
+        def count(text, steps, chosen):
+            return token_counter_html(*runtime.token_count(text or "", int(steps or 1), chosen or [], negative))
+        return count
+
+    for box, shown, negative in ((f["prompt"], prompt_count, False), (f["negative_prompt"], negative_count, True)):
+        name = f"{mode}_{'negative_' if negative else ''}token_counter"
+        count_inputs = [box, f["steps"], tab.styles]
+        box.change(counter(negative), count_inputs, shown, queue=False, trigger_mode="always_last",
+                   show_progress="hidden", api_name=name)
+        for other in (f["steps"], tab.styles):
+            other.change(counter(negative), count_inputs, shown, queue=False, trigger_mode="always_last",
+                         show_progress="hidden", api_name=False)
+
     if batch_dirs:
         batch_in, batch_out, batch_go = batch_dirs
 
         def run_batch(*values, progress=gr.Progress()):
-            src, dst = Path(values[-2] or ""), Path(values[-1] or "")
+            src, dst = Path(values[len(order)] or ""), Path(values[len(order) + 1] or "")
             if not src.is_dir():
                 raise gr.Error(f"Input directory not found: {src}", print_exception=False)
             dst.mkdir(parents=True, exist_ok=True)
@@ -188,7 +227,8 @@ def build(runtime, mode: str) -> Tab:
             done = []
             for i, path in enumerate(files):
                 progress((i, len(files)), desc=path.name)
-                request = make_request(list(values[:len(order)]) + [Image.open(path).convert("RGB")])
+                request = make_request(list(values[:len(order)]) + [Image.open(path).convert("RGB")]
+                                       + list(values[len(values) - len(late):]))
                 try:
                     result = runtime.generate(request.replace(save_images=False), job="ui-img2img-batch")
                 except USER_ERRORS as e:
@@ -199,8 +239,21 @@ def build(runtime, mode: str) -> Tab:
                     done.append(str(out))
             return done, f"{len(files)} images from {src} -> {dst}", None, 0
 
-        batch_go.click(run_batch, ordered + [batch_in, batch_out], outputs, concurrency_id=GPU, api_name="img2img_batch")
+        batch_go.click(run_batch, ordered + [batch_in, batch_out] + late, outputs, concurrency_id=GPU, api_name="img2img_batch")
     return tab
+
+
+def token_counter_html(tokens: int, limit: int) -> str:
+    """A1111's counter text; over one chunk it turns amber, as the prompt is then split."""
+    over = " token-counter-over" if tokens > 75 else ""
+    return f"<span class='token-counter{over}' title='tokens / limit of the chunks in use'>{tokens}/{limit}</span>"
+
+
+def style_names(runtime) -> list[str]:
+    try:
+        return [s.name for s in styles.load(runtime.data_dir)]
+    except RequestError:
+        return []  # an unreadable styles.csv: no choices; generating with styles names the error
 
 
 def _selected_index(evt: gr.SelectData) -> int:
