@@ -99,3 +99,19 @@ def test_inpaint_a_brush_stroke_changes_only_the_area_near_it(page, server, tmp_
     ys, xs = np.nonzero(changed)
     assert 0 < changed.mean() < 0.5  # a stroke's worth of picture, not all of it
     assert xs.min() > 40 and ys.min() > 40  # the upper left, far from the stroke, is untouched
+
+
+def test_token_counter_updates_as_you_type(page):
+    page.get_by_role("tab", name="txt2img").click()
+    counter = page.locator("#txt2img_token_counter")
+    box = page.locator("#txt2img_prompt textarea")
+    box.fill("")
+    box.press_sequentially("a red circle", delay=20)
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() == '3/75'",
+                           timeout=15000)
+    box.fill("cat " * 76)
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() == '76/150'",
+                           timeout=15000)
+    page.screenshot(path=str(ARTIFACTS / "token-counter.png"), full_page=False)
+    assert counter.inner_text().strip() == "76/150"
+    box.fill("")
