@@ -43,7 +43,9 @@ class GenerationResult:
     @property
     def info(self) -> dict:
         r = self.request
-        return {"prompt": r.prompt, "negative_prompt": r.negative_prompt, "seed": self.seeds[0] if self.seeds else -1,
+        typed = r.extra.get("prompts_before_styles") or {}  # A1111 reports the prompts without styles here
+        return {"prompt": typed.get("prompt", r.prompt), "negative_prompt": typed.get("negative_prompt", r.negative_prompt),
+                "seed": self.seeds[0] if self.seeds else -1,
                 "all_seeds": self.seeds, "subseed": self.subseeds[0] if self.subseeds else -1,
                 "all_subseeds": self.subseeds, "infotexts": self.infotexts, "width": r.width, "height": r.height,
                 "sampler_name": r.sampler_name, "scheduler": r.scheduler, "cfg_scale": r.cfg_scale,

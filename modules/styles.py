@@ -14,6 +14,7 @@ from modules.prompts import Style, apply_styles, load_styles_csv, save_styles_cs
 from modules.request import GenerationRequest, RequestError
 
 FILE_NAME = "styles.csv"
+PROMPTS_BEFORE_STYLES = "prompts_before_styles"  # key in GenerationRequest.extra
 
 
 def styles_path(data_dir: Path) -> Path:
@@ -45,7 +46,45 @@ def expand(request: GenerationRequest, data_dir: Path) -> GenerationRequest:
     if not names:
         return request
     prompt, negative = apply_styles(request.prompt, request.negative_prompt, find(load(data_dir), names))
-    return request.replace(prompt=prompt, negative_prompt=negative)
+    # the prompts as typed stay in `extra`: A1111's result info reports them as "prompt",
+    # so a client resending info["prompt"] with info["styles"] does not apply them twice
+    before = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
+    return request.replace(prompt=prompt, negative_prompt=negative, extra={**request.extra, PROMPTS_BEFORE_STYLES: before})
+
+
+def _strip_style_text(style_text: str, prompt: str) -> str | None:
+    """The prompt without one style's text, or None when the style is not in it: the
+    inverse of merge_style (a ``{prompt}`` style must wrap the prompt; any other must end
+    it, with the ", " before it dropped)."""
+    prompt, style_text = prompt.strip(), style_text.strip()
+    if "{prompt}" in style_text:
+        before, _, after = style_text.partition("{prompt}")
+        if len(prompt) >= len(before) + len(after) and prompt.startswith(before) and prompt.endswith(after):
+            return prompt[len(before):len(prompt) - len(after)]
+        return None
+    if not prompt.endswith(style_text):
+        return None
+    rest = prompt[:len(prompt) - len(style_text)]
+    return rest[:-2] if rest.endswith(", ") else rest
+
+
+def extract(prompt: str, negative: str, known: list[Style]) -> tuple[list[str], str, str]:
+    """The styles an expanded prompt pair was made with, and the prompts before them
+    (A1111's reading of a pasted infotext): styles are peeled off from the last applied
+    while one matches both prompts; returns (names in the order to apply, prompt, negative)."""
+    found: list[str] = []
+    left = [s for s in known if s.prompt or s.negative_prompt]
+    while True:
+        for style in left:
+            stripped = _strip_style_text(style.prompt, prompt)
+            stripped_negative = _strip_style_text(style.negative_prompt, negative) if stripped is not None else None
+            if stripped_negative is not None:
+                prompt, negative = stripped, stripped_negative
+                found.append(style.name)
+                left.remove(style)
+                break
+        else:
+            return found[::-1], prompt, negative
 
 
 def save_style(data_dir: Path, style: Style) -> list[Style]:

@@ -68,6 +68,32 @@ def test_api_lists_and_applies_styles(runtime):
         info = json.loads(r.json()["info"])
         assert info["infotexts"][0].startswith("a cat, film grain, vivid colours\nNegative prompt: blurry\n")
         assert info["styles"] == ["film", "bright"]
+        assert (info["prompt"], info["negative_prompt"]) == ("a cat", "")  # as typed, as A1111
+        assert info["all_prompts"] == ["a cat, film grain, vivid colours"]
         bad = client.post("/sdapi/v1/txt2img", json={**SMALL, "prompt": "a cat", "styles": ["nope"]})
         assert bad.status_code == 422 and "unknown style 'nope'" in bad.json()["detail"]
         assert client.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 1}).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("names", [["film"], ["bright"], ["film", "bright"], ["bright", "film"], []])
+def test_extract_undoes_expand(tmp_path, names):
+    (tmp_path / "styles.csv").write_text(CSV + "empty,,\n", encoding="utf-8")
+    expanded = styles.expand(GenerationRequest(prompt="a red circle", negative_prompt="ugly", styles=names), tmp_path)
+    assert styles.extract(expanded.prompt, expanded.negative_prompt, styles.load(tmp_path)) == \
+        (names, "a red circle", "ugly")
+
+
+def test_extract_needs_both_prompts_to_match():
+    film = Style("film", "{prompt}, film grain", "blurry")
+    assert styles.extract("a cat, film grain", "ugly", [film]) == ([], "a cat, film grain", "ugly")
+    assert styles.extract("a cat, film grain", "ugly, blurry", [film]) == (["film"], "a cat", "ugly")
+
+
+def test_png_info_finds_the_styles_of_an_expanded_prompt(runtime):
+    from tests.test_api import b64png, gradient
+
+    text = "a cat, film grain\nNegative prompt: ugly, blurry\nSteps: 2, Sampler: Euler, Seed: 1, Size: 64x64"
+    with TestClient(create_app(runtime, args_for())) as client:
+        parameters = client.post("/sdapi/v1/png-info", json={"image": b64png(gradient(8, 8), text)}).json()["parameters"]
+    assert parameters["Styles array"] == ["film"]
+    assert (parameters["Prompt"], parameters["Negative prompt"]) == ("a cat", "ugly")

@@ -85,5 +85,8 @@ def test_styles_clip_skip_and_the_style_editor(server):
     with pytest.raises(Exception, match="'gone'"):  # a style that is not there: a message
         client.predict("a cat", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 9, -1, 0, ["gone"], 1,
                        api_name="/txt2img")
+    # PNG Info's "Send to txt2img" selects the style and takes its text out of the prompts (A1111's "apply if any")
+    sent = [v.get("value") if isinstance(v, dict) else v for v in client.predict(info, api_name="/send_to_txt2img")]
+    assert sent[0] == "a cat" and sent[1] == "" and sent[-1] == ["film"] and sent[-2] == 2
     client.predict("film", [], [], [], api_name="/img2img_delete_style")
     assert "film" not in (data / "styles.csv").read_text(encoding="utf-8-sig")

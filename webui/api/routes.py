@@ -516,7 +516,16 @@ class Api:
         text = infotext.read_infotext(image) or ""
         items = {k: v for k, v in image.info.items()
                  if isinstance(k, str) and k not in _IGNORED_INFO and isinstance(v, (str, int, float, bool))}
-        return {"info": text, "items": items, "parameters": infotext.parse_infotext(text) if text else {}}
+        parameters = infotext.parse_infotext(text) if text else {}
+        if parameters:  # A1111's "apply if any": saved styles found in the prompts are listed and taken out
+            try:
+                known = styles.load(self.runtime.data_dir)
+            except RequestError:
+                known = []
+            names, prompt, negative = styles.extract(parameters["Prompt"], parameters["Negative prompt"], known)
+            if names:
+                parameters.update({"Prompt": prompt, "Negative prompt": negative, "Styles array": names})
+        return {"info": text, "items": items, "parameters": parameters}
 
 
 def _coerce_option(key: str, value: Any, default: Any) -> Any:

@@ -32,7 +32,7 @@ def create(runtime) -> gr.Blocks:
                 with gr.Tab(mode, id=mode):
                     built[mode] = generation.build(runtime, mode, clip_skip)
             with gr.Tab("PNG Info", id="png_info"):
-                png_info.build(built["txt2img"], tabs, clip_skip)
+                png_info.build(built["txt2img"], tabs, clip_skip, runtime)
             with gr.Tab("Extensions", id="extensions"):
                 extensions.build(runtime)
         styles_ui.wire(runtime, list(built.values()), demo)
