@@ -191,22 +191,25 @@ class JobQueue:
                     continue
                 self._current = task
                 task.started = time.time()
+            value, error = None, None
             try:
                 with self.lock:
                     value = task.fn()
             except BaseException as e:  # the task's problem, not the worker's
                 if not isinstance(e, Exception):
                     log.error("task %s (%s) raised %s", task.id, task.name, type(e).__name__)
-                task.finished = time.time()
-                task.future.set_exception(e)
-            else:
-                task.finished = time.time()
-                task.future.set_result(value)
-            finally:
-                with self._cond:
-                    self._current = None
-                    self._history.append(task)
-                    self._cond.notify_all()
+                error = e
+            task.finished = time.time()
+            # into the history before the waiter wakes, both under the lock that find()
+            # takes: a client that asks about the task right after its result finds it done
+            with self._cond:
+                self._current = None
+                self._history.append(task)
+                if error is not None:
+                    task.future.set_exception(error)
+                else:
+                    task.future.set_result(value)
+                self._cond.notify_all()
 
 
 # ---- progress ------------------------------------------------------------------------
