@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from modules import prompts as prompt_syntax
+from modules.models import embeddings as textual_inversion
 
 CHUNK = 75
 
@@ -51,9 +52,11 @@ def _parsed(prompt: str, emphasis: str = "Original") -> list[tuple[str, float]]:
     return prompt_syntax.parse_attention(prompt)
 
 
-def _chunks(tokenizer, prompt: str, emphasis: str = "Original") -> list[Chunk]:
+def _chunks(tokenizer, prompt: str, emphasis: str = "Original",
+            ti: textual_inversion.Registry | None = None) -> list[Chunk]:
     """A1111's chunking: emphasis from the prompt syntax, BREAK forces a new chunk, and a
-    full chunk backs off to its last comma when that is within the last 20 tokens."""
+    full chunk backs off to its last comma when that is within the last 20 tokens.
+    Embedding names (`ti`) become their N vectors' placeholder ids, kept in one chunk."""
     comma = tokenizer.convert_tokens_to_ids(",</w>")
     chunks: list[Chunk] = []
     ids: list[int] = []
@@ -69,7 +72,12 @@ def _chunks(tokenizer, prompt: str, emphasis: str = "Original") -> list[Chunk]:
         if text == "BREAK" and weight == -1:
             close()
             continue
-        for token in tokenizer(text, add_special_tokens=False, truncation=False).input_ids:
+        tokens = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+        if ti is not None:  # textual inversion: a name -> its vectors' placeholder ids
+            tokens = ti.expand(tokenizer, tokens)[0]
+        for token in tokens:
+            if ti is not None and ids and len(ids) + ti.group_length(token) > CHUNK:
+                close()  # an embedding's vectors do not straddle two chunks (A1111)
             if token == comma:
                 last_comma = len(ids)
             elif len(ids) == CHUNK:
@@ -97,7 +105,7 @@ def _chunk_ids(tokenizer, chunk: Chunk) -> tuple[list[int], list[float]]:
 
 
 def chunk_count(model, prompt: str, emphasis: str = "Original") -> int:
-    return len(_chunks(model.tokenizers[0], prompt, emphasis))
+    return len(_chunks(model.tokenizers[0], prompt, emphasis, textual_inversion.registry(model)))
 
 
 def token_count(tokenizer, prompt: str, steps: int = 20, emphasis: str = "Original",
@@ -155,7 +163,7 @@ def encode(model, prompts: list[str], clip_skip: int = 1, min_chunks: int = 1,
     per_encoder = []
     pooled = None
     for n, (encoder, tokenizer) in enumerate(zip(model.text_encoders, model.tokenizers)):
-        chunked = [_chunks(tokenizer, p, emphasis) for p in prompts]
+        chunked = [_chunks(tokenizer, p, emphasis, textual_inversion.registry(model)) for p in prompts]
         count = max(min_chunks, max(len(c) for c in chunked))
         chunked = [c + [([], [])] * (count - len(c)) for c in chunked]
         outputs = []

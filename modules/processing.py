@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import conditioning, images, img2img, infotext, samplers
+from modules import conditioning, extra_networks, images, img2img, infotext, samplers
 from modules.request import GenerationRequest, RequestError
 
 
@@ -39,6 +39,7 @@ class GenerationResult:
     request: GenerationRequest | None = None
     interrupted: bool = False
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # e.g. a LoRA not found: shown, never fatal
 
     @property
     def info(self) -> dict:
@@ -49,7 +50,7 @@ class GenerationResult:
                 "all_seeds": self.seeds, "subseed": self.subseeds[0] if self.subseeds else -1,
                 "all_subseeds": self.subseeds, "infotexts": self.infotexts, "width": r.width, "height": r.height,
                 "sampler_name": r.sampler_name, "scheduler": r.scheduler, "cfg_scale": r.cfg_scale,
-                "steps": r.steps, "batch_size": r.batch_size, "n_iter": r.n_iter}
+                "steps": r.steps, "batch_size": r.batch_size, "n_iter": r.n_iter, "warnings": list(self.warnings)}
 
 
 def resolve_seed(seed: int) -> int:
@@ -283,10 +284,11 @@ def _settings_infotext(request: GenerationRequest, settings: conditioning.TextSe
 
 
 def generate(model, request: GenerationRequest, *, outdir: Path, control: JobControl | None = None,
-             save_grid: bool = True,
-             settings: conditioning.TextSettings = conditioning.TextSettings()) -> GenerationResult:
+             save_grid: bool = True, settings: conditioning.TextSettings = conditioning.TextSettings(),
+             networks: extra_networks.Networks | None = None) -> GenerationResult:
     """Run a txt2img or img2img request on a loaded model; save every image before
-    returning. `settings`: the runtime's conditioning options (emphasis, SDXL crop...)."""
+    returning. `settings`: the runtime's conditioning options (emphasis, SDXL crop...);
+    `networks`: the LoRA/embedding folders the prompt's names refer to."""
     control = control or JobControl()
     started = time.time()
     is_img2img = bool(request.init_images)
@@ -309,6 +311,10 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
     latent_shape = (model.vae.config.latent_channels, height // factor, width // factor)
     extra_info = _img2img_infotext(request) if is_img2img else {}
     extra_info.update(_settings_infotext(request, settings))
+    # extra networks: <lora:...> tags out of the prompt, LoRAs merged (or removed), embeddings refreshed
+    networks_used = extra_networks.activate(networks, model, request.prompt, request.negative_prompt)
+    result.warnings = networks_used.warnings
+    extra_info |= networks_used.infotext
     for batch in range(request.n_iter):
         if control.interrupted:
             break
@@ -323,8 +329,8 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
         if is_img2img and float(request.denoising_strength) == 0:
             outputs = [o.copy() for o in prepared.originals]  # nothing to denoise: the input, exactly
         else:
-            cond, uncond = conditioning.encode_composable(model, request.prompt, request.negative_prompt, request.steps,
-                                                          len(seeds), request.clip_skip, settings.emphasis)
+            cond, uncond = conditioning.encode_composable(model, networks_used.prompt, request.negative_prompt,
+                                                          request.steps, len(seeds), request.clip_skip, settings.emphasis)
             if is_img2img:
                 latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
                                  prepared.image_cond, prepared.init, settings=settings)

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import conditioning, extension_git, extension_install, extensions, paths, previews, processing, styles
+from modules import (conditioning, extension_git, extension_install, extensions, extra_networks, paths, previews,
+                     processing, styles)
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models.detect import CheckpointError
@@ -60,6 +61,7 @@ class Runtime:
         self.options = Options.load(self.options_path)
         self.cache_dir = self.data_dir / ".cache"
         self.hashes = paths.HashCache(self.data_dir / "cache.json")
+        self.networks = extra_networks.Networks(self.folders)  # LoRAs and embeddings
         self.device = config.device
         self.model: LoadedModel | None = None
         self.gpu = threading.Lock()  # one job on the device at a time (the worker holds it)
@@ -297,7 +299,7 @@ class Runtime:
             progress.textinfo = None
             return processing.generate(model, request, outdir=self.data_dir / self.options.outdir_samples,
                                        control=control, save_grid=self.options.grid_save,
-                                       settings=self.text_settings(request))
+                                       settings=self.text_settings(request), networks=self.networks)
         finally:
             control.on_step = outer
             self.control = None

@@ -241,9 +241,13 @@ class EmbeddingItem(BaseModel):
     vectors: int
 
 
+class SkippedEmbeddingItem(EmbeddingItem):
+    message: str  # why the loaded model cannot use it (Kiln's addition)
+
+
 class EmbeddingsResponse(BaseModel):
     loaded: dict[str, EmbeddingItem]
-    skipped: dict[str, EmbeddingItem]
+    skipped: dict[str, SkippedEmbeddingItem]
 
 
 class MemoryResponse(BaseModel):

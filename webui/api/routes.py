@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from modules import conditioning, extension_git, infotext, paths, postprocessing, samplers, styles
 from modules.extensions import DISABLE_ALL_CHOICES
-from modules.models.detect import CheckpointError, read_safetensors_header
+from modules.models.detect import CheckpointError
 from modules.options import Options
 from modules.request import GenerationRequest, RequestError
 from webui.api import models
@@ -386,36 +386,24 @@ class Api:
                 for mf in paths.list_models(self.runtime.folders, "vae")]
 
     def loras(self) -> list[dict]:
-        out = []
-        for mf in paths.list_models(self.runtime.folders, "loras"):
-            metadata: dict = {}
-            if mf.path.suffix == ".safetensors":
-                try:
-                    metadata = dict(read_safetensors_header(mf.path)[1])
-                except Exception:  # a damaged file is still listed
-                    metadata = {}
-            out.append({"name": mf.stem, "alias": metadata.get("ss_output_name") or mf.stem, "path": str(mf.path),
-                        "metadata": metadata})
-        return out
+        networks = self.runtime.networks
+        return [{"name": mf.stem, "alias": networks.alias(mf), "path": str(mf.path), "metadata": networks.metadata(mf)}
+                for mf in networks.loras()]
 
     def embeddings(self) -> dict:
-        """Embedding files, with their vector shapes where the header tells. Kiln does not
-        apply embeddings yet, so they are all listed as skipped."""
+        """A1111's shape: every embedding file, under "loaded" when the loaded model can
+        use it and under "skipped" (with the reason in "message") when not."""
+        from modules.models import embeddings
+
+        networks, model = self.runtime.networks, self.runtime.model
+        widths = embeddings.encoder_widths(model) if model is not None else None
+        scan = networks.embedding_library.scan(networks.embedding_files(), widths)
         skipped = {}
-        for mf in paths.list_models(self.runtime.folders, "embeddings"):
-            shape = vectors = 0
-            if mf.path.suffix == ".safetensors":
-                try:
-                    tensors = read_safetensors_header(mf.path)[0]
-                    first = next(iter(tensors.values()), None)
-                    dims = list(getattr(first, "shape", ()) or ())
-                    if dims:
-                        shape, vectors = int(dims[-1]), int(dims[0]) if len(dims) > 1 else 1
-                except Exception:
-                    pass
-            skipped[mf.stem] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": shape,
-                                "vectors": vectors}
-        return {"loaded": {}, "skipped": skipped}
+        for name, (emb, why) in scan.skipped.items():
+            item = emb.describe() if emb else {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+                                               "shape": 0, "vectors": 0}
+            skipped[name] = item | {"message": why}
+        return {"loaded": {name: emb.describe() for name, emb in scan.loaded.items()}, "skipped": skipped}
 
     def prompt_styles(self) -> list[dict]:
         try:
@@ -624,7 +612,7 @@ def install(app: FastAPI, runtime, args=None, credentials: list[tuple[str, str]]
                          response_model=models.EmbeddingsResponse, tags=["lists"])
     router.add_api_route(f"{p}/prompt-styles", api.prompt_styles, methods=["GET"],
                          response_model=list[models.PromptStyleItem], tags=["lists"])
-    for name in ("refresh-checkpoints", "refresh-vae", "refresh-loras"):
+    for name in ("refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings"):
         # folders are listed afresh on every request: nothing to refresh
         router.add_api_route(f"{p}/{name}", lambda: None, methods=["POST"], tags=["lists"], name=name)
     router.add_api_route(f"{p}/memory", api.memory, methods=["GET"], response_model=models.MemoryResponse,

@@ -189,6 +189,8 @@ def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) 
         text = result.infotexts[0] if result.infotexts else ""
         if result.interrupted:
             text += "\n(interrupted)"
+        if result.warnings:  # e.g. a LoRA that is not there: the images were made without it
+            text += "".join(f"\nWarning: {w}" for w in result.warnings)
         return shown or result.images, text, result.info, 1 if result.grid_path else 0
 
     inputs = ordered + extra_inputs + late
