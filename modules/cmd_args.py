@@ -29,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     a("--data-dir", default=None, help="where models/, outputs/ and config.json live (default: this folder)")
     a("--ckpt-dir", default=None, help="an extra folder of checkpoints")
     a("--ckpt", default=None, help="checkpoint to load first")
+    a("--lora-dir", default=None, help="an extra folder of LoRAs")
+    a("--embeddings-dir", default=None, help="an extra folder of textual inversion embeddings")
     a("--comfyui-dir", default=None, help="a ComfyUI install whose model folders to share")
     a("--extra-model-paths", action="append", default=[], help="ComfyUI extra_model_paths.yaml (repeatable)")
     # device

@@ -35,6 +35,8 @@ class RuntimeConfig:
     device: DeviceConfig
     ckpt: str | None = None  # --ckpt: the checkpoint to open first
     ckpt_dirs: list[Path] = field(default_factory=list)
+    lora_dirs: list[Path] = field(default_factory=list)  # --lora-dir
+    embeddings_dirs: list[Path] = field(default_factory=list)  # --embeddings-dir
     comfyui_dir: Path | None = None
     extra_model_paths: list[Path] = field(default_factory=list)
     # extensions may be installed, updated, enabled from the page (False when the server
@@ -53,6 +55,10 @@ class Runtime:
         paths.add_ckpt_dir(self.folders, REPO_ROOT / "models" / "Stable-diffusion")
         for d in config.ckpt_dirs:
             paths.add_ckpt_dir(self.folders, d)
+        for d in config.lora_dirs:
+            paths.add_lora_dir(self.folders, d)
+        for d in config.embeddings_dirs:
+            paths.add_embeddings_dir(self.folders, d)
         if config.comfyui_dir:
             paths.add_comfyui_dir(self.folders, config.comfyui_dir)
         for yaml_file in config.extra_model_paths:

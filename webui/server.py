@@ -24,6 +24,8 @@ def make_runtime(args, restart_command: list[str] | None = None) -> Runtime:
     return Runtime(RuntimeConfig(
         data_dir=data_dir, device=device, ckpt=args.ckpt,
         ckpt_dirs=[Path(args.ckpt_dir)] if args.ckpt_dir else [],
+        lora_dirs=[Path(args.lora_dir)] if getattr(args, "lora_dir", None) else [],
+        embeddings_dirs=[Path(args.embeddings_dir)] if getattr(args, "embeddings_dir", None) else [],
         comfyui_dir=Path(args.comfyui_dir) if args.comfyui_dir else None,
         extra_model_paths=[Path(p) for p in args.extra_model_paths],
         extension_access=cmd_args.extension_access(args),
