@@ -192,8 +192,7 @@ def activate(networks: Networks | None, model, prompt: str, negative_prompt: str
     except lora.LoraError as e:
         result.warnings.append(f"LoRA not applied: {e}")
         state = lora.activate(model, [])
-    for name, count in state.unmatched.items():
-        result.warnings.append(f"LoRA {name}: {count} layers do not exist in this model (made for another model type?)")
+    result.warnings.extend(state.warnings)
     if hashes:
         result.infotext["Lora hashes"] = ", ".join(f"{k}: {v}" for k, v in hashes.items())
 

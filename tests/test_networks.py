@@ -155,6 +155,30 @@ def test_lora_text_encoder_and_unet_weights_apart(runtime):
     assert same_weights(snapshot(model), base)
 
 
+def test_diffusers_and_peft_spellings_apply_like_kohya(runtime):
+    from safetensors.torch import load_file
+    model = runtime.load_model()
+    folder = runtime.data_dir / "models" / "Lora"
+    kohya = load_file(str(write_lora(folder / "k.safetensors", sd1_layers(model), seed=21)))
+    names = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q":
+             "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+             "lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_v":
+             "unet.up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v",
+             "lora_unet_input_blocks_1_1_proj_in": "unet.down_blocks.0.attentions.0.proj_in",
+             "lora_te_text_model_encoder_layers_0_self_attn_q_proj": "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"}
+    parts = {"lora_down.weight": "lora_A.weight", "lora_up.weight": "lora_B.weight", "alpha": "alpha"}
+    peft = {}
+    for key, value in kohya.items():
+        layer, _, part = key.partition(".")
+        peft[f"{names[layer]}.{parts[part]}"] = value
+    save_file(peft, str(folder / "p.safetensors"))
+    generate(runtime, "x <lora:k:0.7>")
+    with_kohya = snapshot(model)
+    generate(runtime, "x <lora:p:0.7>")
+    assert same_weights(snapshot(model), with_kohya)
+    generate(runtime, "x")
+
+
 def test_locon_conv_layer_gets_the_composed_kernel(runtime):
     model = runtime.load_model()
     conv = model.unet.down_blocks[0].resnets[0].conv1  # 3x3

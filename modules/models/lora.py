@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 
 _UNET = "lora_unet_"
 _PARTS = ("lora_down.weight", "lora_up.weight", "alpha", "lora_mid.weight")
+# the same parts as diffusers (old) and PEFT name them
+_PART_SPELLINGS = {"lora.down.weight": "lora_down.weight", "lora.up.weight": "lora_up.weight",
+                   "lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight",
+                   **{p: p for p in _PARTS}}
+# diffusers-format module prefixes -> kohya's
+_PREFIXES = {"unet.": _UNET, "text_encoder.": "lora_te1_", "text_encoder_2.": "lora_te2_"}
 
 
 class LoraError(ValueError):
@@ -63,7 +69,7 @@ class LoraState:
     key: tuple = ()
     backups: dict[str, tuple[torch.nn.Parameter, torch.Tensor]] = field(default_factory=dict)
     merges: int = 0
-    unmatched: dict[str, int] = field(default_factory=dict)  # per LoRA name: layers this model lacks
+    warnings: list[str] = field(default_factory=list)  # about the applied set: layers this model lacks, ...
 
 
 def _snake(path: str) -> str:
@@ -140,11 +146,18 @@ def _group(state: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, torch.Te
     layers: dict[str, dict[str, torch.Tensor]] = {}
     unknown: set[str] = set()
     for key, value in state.items():
-        name, _, part = key.partition(".")
-        if part in _PARTS:
-            layers.setdefault(name, {})[part] = value
-        else:
-            unknown.add(part or key)
+        part = next((p for p in _PART_SPELLINGS if key.endswith("." + p)), None)
+        if part is None:
+            unknown.add(key.partition(".")[2] or key)
+            continue
+        name = key[:-len(part) - 1]
+        for prefix, kohya in _PREFIXES.items():  # a diffusers-format file: same layers, dotted paths
+            if name.startswith(prefix):
+                path = name[len(prefix):]
+                if kohya != _UNET:
+                    path = "text_model." + path.removeprefix("text_model.")
+                name = kohya + _snake(path)
+        layers.setdefault(name, {})[_PART_SPELLINGS[part]] = value
     return {n: p for n, p in layers.items() if "lora_down.weight" in p and "lora_up.weight" in p}, unknown
 
 
@@ -175,7 +188,7 @@ def activate(model, wanted: list[Activation]) -> LoraState:
     if key == state.key:
         return state
     had = restore(model)
-    state.unmatched = {}
+    state.warnings = []
     if not live:
         if had:
             state.merges += 1
@@ -185,7 +198,11 @@ def activate(model, wanted: list[Activation]) -> LoraState:
     for act in live:
         tensors, _ = read_lora(act.path)
         layers, unknown = _group(tensors)
-        if unknown - {""}:
+        if not layers:
+            state.warnings.append(f"LoRA {act.name}: no layers Kiln can read in {act.path.name} "
+                                  f"(parts such as {', '.join(sorted(unknown)[:3])}); ignored")
+            continue
+        if unknown:
             log.warning("%s: ignoring parts this LoRA loader does not handle: %s", act.path.name, sorted(unknown)[:5])
         missing = 0
         for name, parts in layers.items():
@@ -202,8 +219,9 @@ def activate(model, wanted: list[Activation]) -> LoraState:
             except ValueError as e:
                 raise LoraError(f"{act.path.name}: layer {name}: {e} (made for another model?)") from None
             deltas[module] = deltas[module] + delta if module in deltas else delta
-        if missing or not layers:
-            state.unmatched[act.name] = missing if layers else len(tensors)
+        if missing:
+            state.warnings.append(f"LoRA {act.name}: {missing} of its {len(layers)} layers do not exist in this "
+                                  "model (made for another model type?)")
     with torch.no_grad():
         for module, delta in deltas.items():
             weight = module.weight
