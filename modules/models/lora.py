@@ -123,12 +123,13 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}, {}
 
 
-def _delta(parts: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
-    """The weight change of one layer at multiplier 1 (float32, on the weight's device)."""
+def _delta(parts: dict[str, torch.Tensor], weight: torch.Tensor, multiplier: float) -> torch.Tensor:
+    """The weight change of one layer (float32, on the weight's device)."""
     down = parts["lora_down.weight"].to(weight.device, torch.float32)
-    up = parts["lora_up.weight"].to(weight.device, torch.float32)
     rank = down.shape[0]
     scale = float(parts["alpha"]) / rank if "alpha" in parts else 1.0
+    # the scale goes into the small factor, not the full-size product: one pass less
+    up = parts["lora_up.weight"].to(weight.device, torch.float32) * (scale * multiplier)
     if "lora_mid.weight" in parts:  # LoCon with a Tucker core: down (1x1), mid (k x k), up (1x1)
         mid = parts["lora_mid.weight"].to(weight.device, torch.float32)
         delta = torch.einsum("oa,abkl,bi->oikl", up.flatten(1), mid, down.flatten(1))
@@ -138,7 +139,7 @@ def _delta(parts: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor
         delta = up.flatten(1) @ down.flatten(1)
     if delta.numel() != weight.numel():
         raise ValueError(f"shape {tuple(delta.shape)} does not fit the layer's {tuple(weight.shape)}")
-    return delta.reshape(weight.shape) * scale
+    return delta.reshape(weight.shape)
 
 
 def _group(state: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, torch.Tensor]], set[str]]:
@@ -194,7 +195,19 @@ def activate(model, wanted: list[Activation]) -> LoraState:
             state.merges += 1
         return state
     table = layer_table(model)
-    deltas: dict[torch.nn.Module, torch.Tensor] = {}
+    try:
+        _merge(model, state, table, live)
+    except BaseException:
+        restore(model)  # never leave half a set merged
+        raise
+    state.key = key
+    state.merges += 1
+    return state
+
+
+def _merge(model, state: LoraState, table, live: list[Activation]) -> None:
+    """Add each LoRA's change to the weights, layer by layer (a full-size float32 delta
+    exists for one layer at a time), backing up each weight before its first change."""
     for act in live:
         tensors, _ = read_lora(act.path)
         layers, unknown = _group(tensors)
@@ -214,19 +227,18 @@ def activate(model, wanted: list[Activation]) -> LoraState:
             multiplier = act.te if kind == "te" else act.unet
             if multiplier == 0:
                 continue
-            try:
-                delta = _delta(parts, module.weight) * multiplier
-            except ValueError as e:
-                raise LoraError(f"{act.path.name}: layer {name}: {e} (made for another model?)") from None
-            deltas[module] = deltas[module] + delta if module in deltas else delta
+            weight = module.weight
+            with torch.no_grad():
+                try:
+                    delta = _delta(parts, weight, multiplier)
+                except ValueError as e:
+                    raise LoraError(f"{act.path.name}: layer {name}: {e} (made for another model?)") from None
+                if id(weight) not in state.backups:
+                    state.backups[id(weight)] = (weight, weight.detach().to("cpu", copy=True))
+                if weight.dtype == torch.float32:
+                    weight.add_(delta)
+                else:
+                    weight.copy_(delta.add_(weight))  # sum in float32, rounded once
         if missing:
             state.warnings.append(f"LoRA {act.name}: {missing} of its {len(layers)} layers do not exist in this "
                                   "model (made for another model type?)")
-    with torch.no_grad():
-        for module, delta in deltas.items():
-            weight = module.weight
-            state.backups[id(weight)] = (weight, weight.detach().to("cpu", copy=True))
-            weight.copy_((weight.float() + delta).to(weight.dtype))
-    state.key = key
-    state.merges += 1
-    return state
