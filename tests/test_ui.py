@@ -90,3 +90,14 @@ def test_styles_clip_skip_and_the_style_editor(server):
     assert sent[0] == "a cat" and sent[1] == "" and sent[-1] == ["film"] and sent[-2] == 2
     client.predict("film", [], [], [], api_name="/img2img_delete_style")
     assert "film" not in (data / "styles.csv").read_text(encoding="utf-8-sig")
+
+
+def test_missing_lora_is_a_warning_under_generation_info(server):
+    from gradio_client import Client
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    gallery, info, details = client.predict("x <lora:nowhere:0.8>", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 5, -1,
+                                            0, [], 1, api_name="/txt2img")
+    assert len(gallery) == 1 and "Warning: LoRA not found: nowhere" in info
+    assert details["warnings"] == ["LoRA not found: nowhere"]
