@@ -2,8 +2,8 @@
 ``<lora:name:te_weight:unet_weight>`` and ``te=``/``unet=``), plus the textual inversion
 embeddings a prompt names.
 
-``parse_prompt`` takes the tags out of the prompt (A1111: the rest is encoded; the
-infotext keeps the prompt as written). ``activate`` runs on the worker before a batch is
+prompts.extract_extra_networks takes the tags out of the prompt (A1111: the rest is
+encoded; the infotext keeps the prompt as written). ``activate`` runs on the worker before a batch is
 encoded: it merges the wanted LoRAs into the model (models/lora.py; the same set as last
 time costs nothing, none restores the base weights), brings the model's embedding
 registry up to date, and returns the infotext fields (``Lora hashes``, ``TI hashes``) and
@@ -17,54 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from modules import paths
+from modules import prompts as prompt_syntax
 from modules.models import embeddings, lora
 
 log = logging.getLogger(__name__)
 
-_TAG = re.compile(r"<(\w+):([^>]+)>")
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-
-
-@dataclass
-class NetworkCall:
-    kind: str  # "lora", "hypernet", ...
-    name: str
-    positional: list[str] = field(default_factory=list)
-    named: dict[str, str] = field(default_factory=dict)
-
-
-def parse_prompt(prompt: str) -> tuple[str, list[NetworkCall]]:
-    """("a cat <lora:x:0.5>", ...) -> ("a cat ", [NetworkCall("lora", "x", ["0.5"])])."""
-    calls: list[NetworkCall] = []
-
-    def take(match: re.Match) -> str:
-        items = match.group(2).split(":")
-        positional = [i.strip() for i in items[1:] if "=" not in i]
-        named = dict(tuple(s.strip() for s in i.split("=", 1)) for i in items[1:] if "=" in i)
-        calls.append(NetworkCall(match.group(1).lower(), items[0].strip(), positional, named))
-        return ""
-
-    return _TAG.sub(take, prompt), calls
-
-
-def _number(text: str | None, default: float) -> float:
-    try:
-        return float(text) if text not in (None, "") else default
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-
-
-def lora_multipliers(call: NetworkCall) -> tuple[float, float]:
-    """A1111: the first number is the text encoder's weight and, unless a second is
-    given, also the UNet's; ``te=`` and ``unet=`` name them."""
-    te = _number(call.named.get("te", call.positional[0] if call.positional else None), 1.0)
-    unet = _number(call.named.get("unet", call.positional[1] if len(call.positional) > 1 else None), te)
-    return te, unet
 
 
 def addnet_sha256(path: Path) -> str:
@@ -164,12 +126,12 @@ def activate(networks: Networks | None, model, prompt: str, negative_prompt: str
     """Apply the prompt's LoRAs (and only those) and refresh the embeddings; see the
     module docstring. `networks` None (no model folders): tags are still removed, any
     LoRA is reported missing and the model returns to its base weights."""
-    clean, calls = parse_prompt(prompt)
+    clean, calls = prompt_syntax.extract_extra_networks(prompt)
     result = Activated(clean)
     wanted: list[lora.Activation] = []
     hashes: dict[str, str] = {}
     for call in calls:
-        if call.kind != "lora":
+        if call.kind.lower() != "lora":
             what = "hypernetworks are" if call.kind == "hypernet" else f"extra network type '{call.kind}' is"
             result.warnings.append(f"<{call.kind}:{call.name}>: {what} not supported by Kiln; ignored")
             continue
@@ -178,7 +140,7 @@ def activate(networks: Networks | None, model, prompt: str, negative_prompt: str
             result.warnings.append(f"LoRA not found: {call.name}")
             continue
         try:
-            te, unet = lora_multipliers(call)
+            te, unet = prompt_syntax.lora_weights(call)
         except ValueError as e:
             result.warnings.append(f"<lora:{call.name}>: {e}; ignored")
             continue
