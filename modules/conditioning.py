@@ -109,7 +109,7 @@ def chunk_count(model, prompt: str, emphasis: str = "Original") -> int:
 
 
 def token_count(tokenizer, prompt: str, steps: int = 20, emphasis: str = "Original",
-                negative: bool = False) -> tuple[int, int]:
+                negative: bool = False, ti: textual_inversion.Registry | None = None) -> tuple[int, int]:
     """The prompt box's counter as A1111 shows it, "tokens/limit": the tokens of the longest
     text the prompt takes on (extra-network tags removed, every AND part and every step of
     its editing schedule), and the limit those tokens fill up to in 75-token chunks.
@@ -123,7 +123,7 @@ def token_count(tokenizer, prompt: str, steps: int = 20, emphasis: str = "Origin
     texts = [t for part in parts for _, t in prompt_syntax.get_schedule(part, steps)]
     counts = []
     for t in texts:
-        chunks = _chunks(tokenizer, t, emphasis)
+        chunks = _chunks(tokenizer, t, emphasis, ti)  # an embedding counts its N vectors
         parsed = _parsed(t, emphasis)
         breaks = [i for i, run in enumerate(parsed) if run == ("BREAK", -1.0)]
         tail_empty = bool(breaks) and not any(

@@ -18,6 +18,7 @@ from modules import (conditioning, extension_git, extension_install, extensions,
                      processing, styles)
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
+from modules.models import embeddings as textual_inversion
 from modules.models.detect import CheckpointError
 from modules.models.loader import LoadedModel, load_checkpoint
 from modules.options import Options
@@ -335,7 +336,8 @@ class Runtime:
                 prompt = request.negative_prompt if negative else request.prompt
             except RequestError:
                 pass  # a style deleted meanwhile: count the prompt as typed
-        return conditioning.token_count(tokenizer, prompt, steps, self.options.emphasis, negative)
+        ti = textual_inversion.registry(model) if model is not None else None
+        return conditioning.token_count(tokenizer, prompt, steps, self.options.emphasis, negative, ti)
 
     def text_settings(self, request: GenerationRequest) -> conditioning.TextSettings:
         """The conditioning options for a request: the saved options, then the request's

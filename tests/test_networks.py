@@ -104,10 +104,55 @@ def pixels(result) -> list[bytes]:
     return [im.tobytes() for im in result.images]
 
 
-def test_lora_weight_zero_nonzero_and_exact_restore(runtime):
+def token_vectors(model, words: str, encoder: int = 0) -> torch.Tensor:
+    tokenizer = model.tokenizers[encoder]
+    ids = tokenizer(words, add_special_tokens=False).input_ids
+    enc = model.text_encoders[encoder]
+    return getattr(enc, "text_model", enc).embeddings.token_embedding.weight[ids].detach().float().clone()
+
+
+def sdxl_layers(model):
+    unet, te1, te2 = model.unet, model.text_encoders[0], model.text_encoders[1]
+    return {
+        # input_blocks.3.1: the second level's attention (level 0 has resnet, downsampler)
+        "lora_unet_input_blocks_3_1_transformer_blocks_1_attn2_to_k":
+            unet.down_blocks[1].attentions[0].transformer_blocks[1].attn2.to_k,
+        "lora_unet_middle_block_1_proj_out": unet.mid_block.attentions[0].proj_out,
+        "lora_te1_text_model_encoder_layers_1_mlp_fc1": te1.encoder.layers[1].mlp.fc1,
+        "lora_te2_text_model_encoder_layers_0_self_attn_out_proj": te2.text_model.encoder.layers[0].self_attn.out_proj,
+    }
+
+
+@pytest.fixture(scope="module")
+def files(runtime):
+    """The LoRAs and embeddings more than one test uses, written once for the module:
+    SD1 and SDXL LoRAs in A1111's folder, embeddings in both layouts' folders."""
+    data = runtime.data_dir
+    xl = runtime.load_model("tiny-sdxl.safetensors")
+    out = {"xl": write_lora(data / "models" / "Lora" / "xl.safetensors", sdxl_layers(xl), seed=3,
+                            metadata={"ss_output_name": "xl-style", "sshs_model_hash": "abcdef0123456789"})}
+    comfy = data / "models" / "embeddings"  # ComfyUI's folder
+    comfy.mkdir(parents=True, exist_ok=True)
+    out["gstar"] = comfy / "gstar.safetensors"
+    save_file({"clip_l": token_vectors(xl, "green star", 0), "clip_g": token_vectors(xl, "green star", 1)},
+              str(out["gstar"]))
+    sd1 = runtime.load_model("tiny-sd1.safetensors")
+    out["shiny"] = write_lora(data / "models" / "Lora" / "style" / "shiny.safetensors", sd1_layers(sd1))
+    folder = data / "embeddings"  # A1111's folder
+    folder.mkdir(parents=True, exist_ok=True)
+    # an A1111 .pt whose two vectors are those of "red square": writing its name must equal writing the words
+    out["redsq"] = folder / "redsq.pt"
+    torch.save({"string_to_param": {"*": token_vectors(sd1, "red square")}, "name": "redsq", "step": 500,
+                "sd_checkpoint": "0123456789", "sd_checkpoint_name": "tiny"}, out["redsq"])
+    out["bluebig"] = folder / "bluebig.safetensors"
+    save_file({"emb_params": token_vectors(sd1, "blue circle big")}, str(out["bluebig"]))
+    torch.save({"string_to_param": {"*": torch.randn(2, 768)}}, folder / "wide.pt")  # made for SD1.5's width
+    return out
+
+
+def test_lora_weight_zero_nonzero_and_exact_restore(runtime, files):
     model = runtime.load_model()
-    folder = runtime.data_dir / "models" / "Lora"
-    path = write_lora(folder / "style" / "shiny.safetensors", sd1_layers(model))
+    path = files["shiny"]
     base_weights = snapshot(model)
     base = generate(runtime, "a red circle")
     assert base.warnings == []
@@ -207,20 +252,9 @@ def test_missing_lora_and_unknown_network_are_warnings(runtime):
     assert pixels(result) == pixels(base)  # tags removed from the encoded text; nothing applied
 
 
-def test_sdxl_lora_ldm_names_and_both_text_encoders(runtime):
+def test_sdxl_lora_ldm_names_and_both_text_encoders(runtime, files):
     model = runtime.load_model("tiny-sdxl.safetensors")
     try:
-        unet, te1, te2 = model.unet, model.text_encoders[0], model.text_encoders[1]
-        layers = {
-            # input_blocks.3.1: the second level's attention (level 0 has resnet, downsampler)
-            "lora_unet_input_blocks_3_1_transformer_blocks_1_attn2_to_k":
-                unet.down_blocks[1].attentions[0].transformer_blocks[1].attn2.to_k,
-            "lora_unet_middle_block_1_proj_out": unet.mid_block.attentions[0].proj_out,
-            "lora_te1_text_model_encoder_layers_1_mlp_fc1": te1.encoder.layers[1].mlp.fc1,
-            "lora_te2_text_model_encoder_layers_0_self_attn_out_proj": te2.text_model.encoder.layers[0].self_attn.out_proj,
-        }
-        path = write_lora(runtime.data_dir / "models" / "Lora" / "xl.safetensors", layers, seed=3,
-                          metadata={"ss_output_name": "xl-style", "sshs_model_hash": "abcdef0123456789"})
         base = snapshot(model)
         base_img = generate(runtime, "a cat")
         result = generate(runtime, "a cat <lora:xl-style:0.8>")  # by alias
@@ -236,33 +270,19 @@ def test_sdxl_lora_ldm_names_and_both_text_encoders(runtime):
         assert any("shiny" in w and "do not exist" in w for w in sd1.warnings), sd1.warnings
         generate(runtime, "a cat")
         assert same_weights(snapshot(model), base)
-        assert path.exists()
     finally:
         runtime.load_model("tiny-sd1.safetensors")
 
 
 # ---- textual inversion ------------------------------------------------------------------------
-def token_vectors(model, words: str, encoder: int = 0) -> torch.Tensor:
-    tokenizer = model.tokenizers[encoder]
-    ids = tokenizer(words, add_special_tokens=False).input_ids
-    enc = model.text_encoders[encoder]
-    return getattr(enc, "text_model", enc).embeddings.token_embedding.weight[ids].detach().float().clone()
-
-
 def refresh(runtime, model):
     from modules.models import embeddings
     return embeddings.refresh(model, runtime.networks.embedding_library, runtime.networks.embedding_files())
 
 
-def test_embeddings_replace_their_name_with_their_vectors(runtime):
+def test_embeddings_replace_their_name_with_their_vectors(runtime, files):
     model = runtime.load_model()
-    folder = runtime.data_dir / "embeddings"
-    folder.mkdir(parents=True, exist_ok=True)
-    # an A1111 .pt whose two vectors are those of "red square": writing its name must equal writing the words
-    torch.save({"string_to_param": {"*": token_vectors(model, "red square")}, "name": "redsq", "step": 500,
-                "sd_checkpoint": "0123456789", "sd_checkpoint_name": "tiny"}, folder / "redsq.pt")
-    save_file({"emb_params": token_vectors(model, "blue circle big")}, str(folder / "bluebig.safetensors"))
-    torch.save({"string_to_param": {"*": torch.randn(2, 768)}}, folder / "wide.pt")  # made for SD1.5's width
+    folder = files["redsq"].parent
     refresh(runtime, model)
 
     def cond(text):
@@ -274,6 +294,7 @@ def test_embeddings_replace_their_name_with_their_vectors(runtime):
     # the three vectors count as three tokens when chunking: 73 words + 3 vectors > 75
     assert conditioning.chunk_count(model, " ".join(["cat"] * 73) + " bluebig") == 2
     assert conditioning.chunk_count(model, " ".join(["cat"] * 72) + " bluebig") == 1
+    assert runtime.token_count("a redsq") == (3, 75)  # the prompt box counter counts the vectors too
 
     result = generate(runtime, "a redsq", negative_prompt="bluebig")
     ti = infotext.parse_infotext(result.infotexts[0])["TI hashes"]
@@ -282,13 +303,9 @@ def test_embeddings_replace_their_name_with_their_vectors(runtime):
     assert pixels(result) == pixels(generate(runtime, "a red square", negative_prompt="blue circle big"))
 
 
-def test_sdxl_embedding_with_clip_l_and_clip_g(runtime):
+def test_sdxl_embedding_with_clip_l_and_clip_g(runtime, files):
     model = runtime.load_model("tiny-sdxl.safetensors")
     try:
-        folder = runtime.data_dir / "models" / "embeddings"  # ComfyUI's folder
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({"clip_l": token_vectors(model, "green star", 0), "clip_g": token_vectors(model, "green star", 1)},
-                  str(folder / "gstar.safetensors"))
         refresh(runtime, model)
         a = conditioning.encode(model, ["a gstar"])
         b = conditioning.encode(model, ["a green star"])
@@ -300,10 +317,10 @@ def test_sdxl_embedding_with_clip_l_and_clip_g(runtime):
 
 
 # ---- API ------------------------------------------------------------------------------------
-def test_api_lists_and_generation_info(runtime):
+def test_api_lists_and_generation_info(runtime, files):
     client = TestClient(create_app(runtime, cmd_args.parse(["--api"])))
     loras = {item["name"]: item for item in client.get("/sdapi/v1/loras").json()}
-    assert {"shiny", "split", "locon", "xl"} <= set(loras)
+    assert {"shiny", "xl"} <= set(loras)
     assert set(loras["xl"]) == {"name", "alias", "path", "metadata"}
     assert loras["xl"]["alias"] == "xl-style" and loras["xl"]["metadata"]["sshs_model_hash"] == "abcdef0123456789"
     assert loras["shiny"]["path"].endswith("models/Lora/style/shiny.safetensors")
