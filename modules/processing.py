@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from modules import conditioning, extra_networks, images, img2img, infotext, samplers
+from modules import prompts as prompt_syntax
 from modules.request import GenerationRequest, RequestError
 
 
@@ -26,6 +27,41 @@ class JobControl:
     interrupted: bool = False
     skipped: bool = False
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
+
+
+@dataclass
+class Batch:
+    """One batch of the loop as hooks see it: its number and per-image prompts and seeds.
+    A hook may change the lists in place (or replace them); the loop reads them back."""
+    number: int
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
+    subseeds: list[int]
+
+
+class Hooks:
+    """The loop's extension points, called at fixed places (this base does nothing).
+    modules/scripts.py's ScriptHooks fills them in with extensions' scripts and
+    callbacks; the engine knows nothing else about extensions."""
+
+    wants_cfg_denoiser = False  # True: call cfg_denoiser every step (costs a context rebuild)
+
+    def batch_starting(self, batch: Batch) -> None:
+        """Before a batch's conditioning is encoded: prompts and seeds may change."""
+
+    def cfg_denoiser(self, x: torch.Tensor, image_cond, sigma, step: int, total: int,
+                     cond: torch.Tensor, uncond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Before the UNet call of a step: returns (x, cond context, uncond context) to use.
+        `cond` holds every AND sub-prompt's context, one after the other."""
+        return x, cond, uncond
+
+    def batch_done(self, batch: Batch, images: list[Image.Image]) -> list[Image.Image]:
+        """After decoding a batch: returns the images to keep (postprocessed)."""
+        return images
+
+    def save_image(self, image: Image.Image, folder: Path, suffix: str, text: str) -> Path:
+        return images.save_image(image, folder, suffix, text)
 
 
 @dataclass
@@ -40,6 +76,8 @@ class GenerationResult:
     interrupted: bool = False
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a LoRA not found: shown, never fatal
+    prompts: list[str] = field(default_factory=list)  # per image (scripts may vary them)
+    negative_prompts: list[str] = field(default_factory=list)
 
     @property
     def info(self) -> dict:
@@ -105,7 +143,8 @@ class InitLatents:
 def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, cond, uncond, control: JobControl,
            width: int, height: int, image_cond: torch.Tensor | None = None,
            init: InitLatents | None = None,
-           settings: conditioning.TextSettings = conditioning.TextSettings()) -> torch.Tensor:
+           settings: conditioning.TextSettings = conditioning.TextSettings(),
+           hooks: Hooks | None = None) -> torch.Tensor:
     """The denoising loop: noise (txt2img) or noised init latents (img2img) -> latents,
     with CFG and a callback per step. `image_cond` (mask + masked-image latent) feeds the
     extra input channels of inpainting models. `cond` is a conditioning.Scheduled or, for
@@ -136,7 +175,13 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
             current = conds + [u]  # rebuild only when the schedule switches
             context = torch.cat([c.context for c in current])
             extra = _unet_kwargs(model, conds, u, width, height, n, settings)
-        parts = len(current)
+        if hooks is not None and hooks.wants_cfg_denoiser:  # extensions' on_cfg_denoiser, this step only
+            sigmas = getattr(sch, "sigmas", None)
+            sigma = sigmas[i] if sigmas is not None and i < len(sigmas) else t
+            latents, cc, uc = hooks.cfg_denoiser(latents, image_cond, sigma, i, total, context[:-n], context[-n:])
+            context = torch.cat([cc, uc])
+            current = None  # rebuild next step: the callbacks saw this step's tensors only
+        parts = len(conds) + 1
         x = sch.scale_model_input(torch.cat([latents] * parts), t)
         if image_cond is not None:
             x = torch.cat([x, torch.cat([image_cond] * parts)], dim=1)
@@ -192,6 +237,17 @@ class Img2ImgBatch:
     originals: list[Image.Image]  # what strength 0 returns and what the result is pasted over
     blurred_masks: list[Image.Image] | None = None  # at the originals' size
     regions: list = field(default_factory=list)  # "only masked" crop boxes
+
+    def part(self, a: int, b: int) -> "Img2ImgBatch":
+        """Images a..b of the batch (the whole batch when that is all of it)."""
+        if a == 0 and b == len(self.originals):
+            return self
+        mask = self.init.mask[a:b] if self.init.mask is not None else None
+        return Img2ImgBatch(InitLatents(self.init.latents[a:b], mask),
+                            self.image_cond[a:b] if self.image_cond is not None else None, self.originals[a:b],
+                            self.blurred_masks[a:b] if self.blurred_masks is not None else None,
+                            self.regions[a:b] if self.regions else [])
+
 
 
 @torch.no_grad()
@@ -254,6 +310,19 @@ def prepare_img2img(model, request: GenerationRequest, sources: list[Image.Image
     return Img2ImgBatch(InitLatents(latents, mask), image_cond, originals, blurred_full, regions)
 
 
+def _prompt_runs(batch: Batch) -> list[tuple[int, int]]:
+    """(start, end) of each run of images with the same prompt and negative prompt: one run
+    for an ordinary batch; a script's mixed prompts (prompt matrix) sample run by run, which
+    gives the same pictures since every image has its own noise and generator."""
+    pairs = list(zip(batch.prompts, batch.negative_prompts))
+    runs, start = [], 0
+    for i in range(1, len(pairs) + 1):
+        if i == len(pairs) or pairs[i] != pairs[start]:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
 def finish_img2img(batch: Img2ImgBatch, decoded: list[Image.Image]) -> list[Image.Image]:
     """Paste inpainted pixels back over the originals through the blurred mask."""
     if batch.blurred_masks is None:
@@ -285,11 +354,13 @@ def _settings_infotext(request: GenerationRequest, settings: conditioning.TextSe
 
 def generate(model, request: GenerationRequest, *, outdir: Path, control: JobControl | None = None,
              save_grid: bool = True, settings: conditioning.TextSettings = conditioning.TextSettings(),
-             networks: extra_networks.Networks | None = None) -> GenerationResult:
+             networks: extra_networks.Networks | None = None, hooks: Hooks | None = None) -> GenerationResult:
     """Run a txt2img or img2img request on a loaded model; save every image before
     returning. `settings`: the runtime's conditioning options (emphasis, SDXL crop...);
-    `networks`: the LoRA/embedding folders the prompt's names refer to."""
+    `networks`: the LoRA/embedding folders the prompt's names refer to; `hooks`: the
+    extensions' (modules/scripts.py)."""
     control = control or JobControl()
+    hooks = hooks or Hooks()
     started = time.time()
     is_img2img = bool(request.init_images)
     width = request.width or (request.init_images[0].width if is_img2img else model.info.native_size[0])
@@ -301,18 +372,23 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
     if width % factor or height % factor:
         raise RequestError("width", f"width and height must be multiples of {factor} for this model")
     samplers.validate(request.sampler_name, request.scheduler)
-    seed = resolve_seed(request.seed)
-    subseed = resolve_seed(request.subseed)
     total = request.batch_size * request.n_iter
-    all_seeds = [seed + i for i in range(total)]
-    all_subseeds = [subseed + i for i in range(total)]
-    result = GenerationResult([], [], all_seeds, all_subseeds, request=request)
+    if request.all_prompts is not None:  # a script's per-image prompts: as many images as prompts
+        total = min(total, len(request.all_prompts))
+    all_prompts = list(request.all_prompts or [request.prompt] * total)
+    all_negative_prompts = list(request.all_negative_prompts or [request.negative_prompt] * total)
+    seed, subseed = resolve_seed(request.seed), resolve_seed(request.subseed)
+    all_seeds = list(request.all_seeds or [seed + i for i in range(total)])
+    all_subseeds = list(request.all_subseeds or [subseed + i for i in range(total)])
+    result = GenerationResult([], [], all_seeds[:total], all_subseeds[:total], request=request)
     folder = images.dated_folder(outdir, f"{request.mode}-images")
     latent_shape = (model.vae.config.latent_channels, height // factor, width // factor)
     extra_info = _img2img_infotext(request) if is_img2img else {}
     extra_info.update(_settings_infotext(request, settings))
     # extra networks: <lora:...> tags out of the prompt, LoRAs merged (or removed), embeddings refreshed
-    networks_used = extra_networks.activate(networks, model, request.prompt, request.negative_prompt)
+    # (with a script's per-image prompts, the first image's networks, as A1111 takes a batch's from its first)
+    networks_used = extra_networks.activate(networks, model, all_prompts[0] if all_prompts else request.prompt,
+                                            request.negative_prompt)
     result.warnings = networks_used.warnings
     extra_info |= networks_used.infotext
     for batch in range(request.n_iter):
@@ -320,8 +396,12 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
             break
         control.skipped = False
         first = batch * request.batch_size
-        seeds = all_seeds[first:first + request.batch_size]
-        subseeds = all_subseeds[first:first + request.batch_size]
+        if first >= total:
+            break
+        part = slice(first, min(first + request.batch_size, total))
+        info = Batch(batch, all_prompts[part], all_negative_prompts[part], all_seeds[part], all_subseeds[part])
+        hooks.batch_starting(info)
+        seeds, subseeds = info.seeds, info.subseeds
         noise, gens = make_noise(seeds, subseeds, request.subseed_strength, latent_shape)
         if is_img2img:
             sources = [request.init_images[(first + i) % len(request.init_images)] for i in range(len(seeds))]
@@ -329,27 +409,51 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
         if is_img2img and float(request.denoising_strength) == 0:
             outputs = [o.copy() for o in prepared.originals]  # nothing to denoise: the input, exactly
         else:
-            cond, uncond = conditioning.encode_composable(model, networks_used.prompt, request.negative_prompt,
-                                                          request.steps, len(seeds), request.clip_skip, settings.emphasis)
-            if is_img2img:
-                latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
-                                 prepared.image_cond, prepared.init, settings=settings)
-                outputs = finish_img2img(prepared, decode(model, latents))
-            else:
-                latents = sample(model, request, noise, gens, cond, uncond, control, width, height,
-                                 txt2img_image_cond(model, len(seeds), width, height), settings=settings)
-                outputs = decode(model, latents)
-        for img, s, ss in zip(outputs, seeds, subseeds):
-            text = infotext.build_infotext(request, seed=s, subseed=ss, model_name=model.name, model_hash=model.short_hash,
-                                           width=width, height=height, extra=extra_info | {"Version": "kiln"})
+            outputs = []
+            for a, b in _prompt_runs(info):  # images of a batch that share their prompts share a sampler call
+                positive = prompt_syntax.extract_extra_networks(info.prompts[a])[0]  # the <lora:...> tags out
+                cond, uncond = conditioning.encode_composable(model, positive, info.negative_prompts[a],
+                                                              request.steps, b - a, request.clip_skip,
+                                                              settings.emphasis)
+                if is_img2img:
+                    run = prepared.part(a, b)
+                    latents = sample(model, request, noise[a:b], gens[a:b], cond, uncond, control, width, height,
+                                     run.image_cond, run.init, settings=settings, hooks=hooks)
+                    outputs += finish_img2img(run, decode(model, latents))
+                else:
+                    latents = sample(model, request, noise[a:b], gens[a:b], cond, uncond, control, width, height,
+                                     txt2img_image_cond(model, b - a, width, height), settings=settings, hooks=hooks)
+                    outputs += decode(model, latents)
+        outputs = hooks.batch_done(info, outputs)
+        for img, s, ss, pos, neg in zip(outputs, seeds, subseeds, info.prompts, info.negative_prompts):
+            text = infotext.build_infotext(request.replace(prompt=pos, negative_prompt=neg), seed=s, subseed=ss,
+                                           model_name=model.name, model_hash=model.short_hash, width=width,
+                                           height=height,
+                                           extra=extra_info | request.extra_generation_params | {"Version": "kiln"})
             if request.save_images:
-                result.paths.append(images.save_image(img, folder, str(s), text))
+                result.paths.append(hooks.save_image(img, folder, str(s), text))
             result.images.append(img)
             result.infotexts.append(text)
+            result.prompts.append(pos)
+            result.negative_prompts.append(neg)
     result.interrupted = control.interrupted
-    if save_grid and request.save_images and len(result.images) > 1:
+    if save_grid and request.save_grid and request.save_images and len(result.images) > 1:
         grid = images.image_grid(result.images)
-        result.grid_path = images.save_image(grid, images.dated_folder(outdir, f"{request.mode}-grids"), "grid",
-                                             result.infotexts[0])
+        result.grid_path = hooks.save_image(grid, images.dated_folder(outdir, f"{request.mode}-grids"), "grid",
+                                            result.infotexts[0])
     result.seconds = time.time() - started
     return result
+
+
+# ---- A1111's names for extension scripts ----------------------------------------------------
+# `from modules.processing import process_images, Processed, StableDiffusionProcessingTxt2Img`
+# works as in A1111; they live in modules/script_processing.py (imported on first use).
+_SCRIPT_API = ("StableDiffusionProcessing", "StableDiffusionProcessingTxt2Img", "StableDiffusionProcessingImg2Img",
+               "Processed", "process_images", "fix_seed", "get_fixed_seed", "create_infotext")
+
+
+def __getattr__(name: str):
+    if name in _SCRIPT_API:
+        from modules import script_processing
+        return getattr(script_processing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -59,6 +59,17 @@ class GenerationRequest:
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: int = 0  # 1: inpaint not masked
     extra: dict = field(default_factory=dict)  # fields for later modes and extensions
+    # ---- scripts (modules/scripts.py): which run, with what, and what they set per image ----
+    script_name: str | None = None  # the selectable script (A1111's title, any case); None: none
+    script_args: list = field(default_factory=list)  # its arguments, in its ui() order
+    alwayson_scripts: dict = field(default_factory=dict)  # {"<title>": {"args": [...]}}
+    # per-image values a script set (A1111's p.all_prompts ...); None: from prompt / seed
+    all_prompts: list | None = None
+    all_negative_prompts: list | None = None
+    all_seeds: list | None = None
+    all_subseeds: list | None = None
+    extra_generation_params: dict = field(default_factory=dict)  # more infotext items, in order
+    save_grid: bool = True  # False: no grid for this request (A1111's do_not_save_grid)
 
     def replace(self, **changes) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)

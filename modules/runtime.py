@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modules import (conditioning, extension_git, extension_install, extensions, extra_networks, paths, previews,
-                     processing, styles)
+                     processing, script_callbacks, scripts, styles)
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models import embeddings as textual_inversion
@@ -81,17 +81,27 @@ class Runtime:
         self.extensions: list[extensions.Extension] = []  # every installed one, with its enabled state
         self.active_extensions: list[extensions.Extension] = []  # the ones that load, in load order
         self.restart_pending = False  # installed or enabled/disabled something since the start
+        # the active extensions' callbacks and scripts (modules/scripts.py), filled by load_extensions
+        self.callbacks = script_callbacks.CallbackRegistry(self.extension_errors, runtime=self)
+        self.scripts = scripts.ScriptRunner([], self.extension_errors)
         self.load_extensions()
 
     # ---- extensions ----------------------------------------------------------------
     def load_extensions(self) -> None:
         """Find the extensions and which of them load, in load order (metadata.ini); load
-        order problems and failed install.py runs go to the error log."""
+        order problems and failed install.py runs go to the error log. Then load the
+        active ones' scripts into one ScriptRunner; their callbacks go to a fresh registry,
+        installed as script_callbacks.registry for A1111's module-level functions (a
+        reload tells the old scripts first: on_script_unloaded)."""
         self.extensions, self.active_extensions = extensions.load(
             REPO_ROOT, self.data_dir, self.options.disabled_extensions, self.disable_all_extensions,
             self.extension_errors)
         extension_install.report_failed_installs(self.data_dir, self.extension_errors,
                                                  {e.name for e in self.active_extensions})
+        self.callbacks.script_unloaded()
+        self.callbacks = script_callbacks.CallbackRegistry(self.extension_errors, runtime=self)
+        script_callbacks.install(self.callbacks)
+        self.scripts = scripts.load_scripts(self.active_extensions, self.extension_errors, self.callbacks)
 
     # ---- checkpoints -------------------------------------------------------------
     def list_checkpoints(self) -> list[paths.ModelFile]:
@@ -150,6 +160,7 @@ class Runtime:
         self.model = model
         self.last_load_error = None
         log.info("loaded %s (%s) in %.1fs", model.title, model.info.title, time.time() - started)
+        self.callbacks.model_loaded(model)
         return model
 
     def switch_checkpoint(self, name: str) -> LoadedModel:
@@ -258,27 +269,39 @@ class Runtime:
         return Limits(o.max_pixels, o.max_steps, o.max_batch_size, o.max_batch_count)
 
     def generate(self, request: GenerationRequest, control: processing.JobControl | None = None,
-                 job: str = "job", *, task_id: str | None = None,
-                 keep_checkpoint: bool = False) -> processing.GenerationResult:
-        """Queue the request behind the jobs already waiting and wait for its result."""
+                 job: str = "job", *, task_id: str | None = None, keep_checkpoint: bool = False,
+                 hooks: processing.Hooks | None = None) -> processing.GenerationResult:
+        """Queue the request behind the jobs already waiting and wait for its result.
+        `hooks` (from script_processing.process_images, inside a job): run the engine
+        with them, without running the scripts again."""
         if self.jobs.in_worker():  # called from inside a job: run it now
-            request = styles.expand(request.validate(self.limits), self.data_dir)
-            return self._generate_now(request, control or processing.JobControl(), job, keep_checkpoint)
-        return self.submit(request, control, job, task_id=task_id, keep_checkpoint=keep_checkpoint).result()
+            request.validate(self.limits)
+            control = control or processing.JobControl()
+            if hooks is not None and self.control is not None:  # a sub-job of the running generation
+                return self._engine(request, control, hooks)  # (its styles were applied when the job began)
+            request = styles.expand(request, self.data_dir)
+            self.scripts.validate(request)
+            return self._generate_now(request, control, job, keep_checkpoint, hooks)
+        return self.submit(request, control, job, task_id=task_id, keep_checkpoint=keep_checkpoint,
+                           hooks=hooks).result()
 
     def submit(self, request: GenerationRequest, control: processing.JobControl | None = None, job: str = "job", *,
-               task_id: str | None = None, keep_checkpoint: bool = False) -> Task:
+               task_id: str | None = None, keep_checkpoint: bool = False,
+               hooks: processing.Hooks | None = None) -> Task:
         """Validate now (a bad request never waits in the queue), queue, return the Task.
         `keep_checkpoint`: a request.checkpoint stays loaded (and chosen) afterwards."""
         request = styles.expand(request.validate(self.limits), self.data_dir)  # an unknown style: RequestError now
+        self.scripts.validate(request)
         control = control or processing.JobControl()
-        return self.jobs.submit(lambda: self._generate_now(request, control, job, keep_checkpoint),
+        return self.jobs.submit(lambda: self._generate_now(request, control, job, keep_checkpoint, hooks),
                                 name=job, task_id=task_id)
 
     def _generate_now(self, request: GenerationRequest, control: processing.JobControl, job: str,
-                      keep_checkpoint: bool = False) -> processing.GenerationResult:
+                      keep_checkpoint: bool = False, hooks: processing.Hooks | None = None) -> processing.GenerationResult:
         """Run on the worker: load (or switch) the model, sample with progress and
-        previews, restore a per-request checkpoint."""
+        previews, restore a per-request checkpoint. Without `hooks` (a job from the UI or
+        the API) the scripts decide what runs (modules/scripts.py); with them (an
+        extension's process_images from outside a job) the engine runs once."""
         task = self.jobs.current
         progress = Progress.begin(job, task.id if task else None, request.n_iter, control)
         progress.textinfo = "Loading checkpoint"
@@ -304,9 +327,9 @@ class Runtime:
 
             control.on_step = on_step
             progress.textinfo = None
-            return processing.generate(model, request, outdir=self.data_dir / self.options.outdir_samples,
-                                       control=control, save_grid=self.options.grid_save,
-                                       settings=self.text_settings(request), networks=self.networks)
+            if hooks is not None:
+                return self._engine(request, control, hooks)
+            return scripts.run_request(self, request, control)  # its process_images come back to _engine
         finally:
             control.on_step = outer
             self.control = None
@@ -315,7 +338,7 @@ class Runtime:
             if request.checkpoint and keep_checkpoint and current:
                 self.options.sd_model_checkpoint = current
                 self.save_options()
-            elif request.checkpoint and previous and previous != current:
+            elif previous and previous != current:  # the request's or a script's sub-job's checkpoint
                 try:
                     self.load_model(previous)  # a per-request choice does not stick
                 except CheckpointError:
@@ -346,6 +369,16 @@ class Runtime:
         return conditioning.TextSettings(**{
             f.name: overrides.get(f.name, getattr(self.options, f.name))
             for f in dataclasses.fields(conditioning.TextSettings)})
+
+    def _engine(self, request: GenerationRequest, control: processing.JobControl,
+                hooks: processing.Hooks) -> processing.GenerationResult:
+        """One run of the loop inside the running job (a script's process_images): the
+        job's progress and control go on; a checkpoint it names is loaded (the job puts
+        the previous one back at its end)."""
+        model = self.load_model(request.checkpoint or (self.model.name if self.model else None) or self.unloaded_name)
+        return processing.generate(model, request, outdir=self.data_dir / self.options.outdir_samples,
+                                   control=control, save_grid=self.options.grid_save,
+                                   settings=self.text_settings(request), networks=self.networks, hooks=hooks)
 
     def interrupt(self) -> None:
         if self.control:
