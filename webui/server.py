@@ -51,7 +51,9 @@ def create_app(runtime: Runtime, args):
         from webui import api
         # each face takes its own flag, or the other's when only one is given
         api.install(app, runtime, args, credentials=parse_auth(args.api_auth or args.gradio_auth))
-    if not args.nowebui:
+    if args.nowebui:
+        runtime.callbacks.app_started(None, app)  # extensions' on_app_started: their routes go on `app`
+    else:
         import gradio as gr
 
         from webui.ui import app as ui_app
@@ -65,6 +67,7 @@ def create_app(runtime: Runtime, args):
         # the enabled extensions' javascript/*.js and style.css, as <script>/<link> tags served
         # through Gradio's file route (so the page's auth guards them too)
         head, files = ui_extensions.page_head(runtime.active_extensions, EXTENSION_HOOKS_JS)
+        runtime.callbacks.app_started(demo, app)  # before the mount at "/", which would shadow their routes
         # mounted last: a mount at "/" shadows every route added after it
         app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=[str(outputs), *files], auth=auth,
                                   footer_links=["api"], head=head)

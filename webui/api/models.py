@@ -260,6 +260,22 @@ class ScriptsList(BaseModel):
     img2img: list[str] | None = None
 
 
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: list[Any] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str | None = None
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArg]
+
+
 class ExtensionItem(BaseModel):
     name: str
     remote: str | None = None

@@ -107,10 +107,6 @@ class Api:
 
     def build_request(self, req: models.Txt2ImgRequest, mode: str) -> tuple[GenerationRequest, bool]:
         """The API body -> (GenerationRequest, keep the checkpoint afterwards)."""
-        if req.script_name:
-            raise ApiError(422, "script_name", f"Script '{req.script_name}' not found")
-        for name in req.alwayson_scripts or {}:
-            raise ApiError(422, "alwayson_scripts", f"always on script {name} not found")
         for flag, what in (("enable_hr", "hires. fix"), ("tiling", "tiling"), ("restore_faces", "face restoration")):
             if getattr(req, flag):
                 raise ApiError(422, flag, f"{what} is not supported by Kiln yet")
@@ -146,16 +142,36 @@ class Api:
             height=values["height"], seed=values["seed"], subseed=values["subseed"],
             subseed_strength=values["subseed_strength"], batch_size=values["batch_size"], n_iter=values["n_iter"],
             clip_skip=clip_skip, styles=list(values.get("styles") or []), checkpoint=checkpoint, mode=mode,
-            save_images=bool(req.save_images and not req.do_not_save_samples))
+            save_images=bool(req.save_images and not req.do_not_save_samples), save_grid=not req.do_not_save_grid,
+            script_name=req.script_name or None, script_args=list(req.script_args or []),
+            alwayson_scripts=dict(req.alwayson_scripts or {}))
         if text_overrides:
             request.extra["override_settings"] = text_overrides
         if mode == "img2img":
             self._add_images(request, req)
         try:
             request.validate(self.runtime.limits)
+            self.runtime.scripts.validate(request)  # unknown script names: 422, as A1111
         except RequestError as e:
             raise ApiError(422, e.field, e.message) from None
+        if request.script_name or request.alwayson_scripts:
+            self._script_defaults()
         return request, bool(checkpoint) and not req.override_settings_restore_afterwards
+
+    def _script_defaults(self) -> None:
+        """Arguments a client leaves out take the scripts' ui() defaults (the page records
+        them when it is built; without a page, build them once here)."""
+        from webui.ui import scripts as scripts_ui
+        scripts_ui.ensure_defaults(self.runtime.scripts)
+
+    def scripts_list(self) -> dict:
+        """A1111's /scripts: every script's lower-case title, per tab."""
+        runner = self.runtime.scripts
+        return {"txt2img": [s.name for s in runner.scripts[False]], "img2img": [s.name for s in runner.scripts[True]]}
+
+    def script_info(self) -> list[dict]:
+        from webui.ui import scripts as scripts_ui
+        return scripts_ui.describe(self.runtime.scripts)
 
     def _add_images(self, request: GenerationRequest, req: models.Img2ImgRequest) -> None:
         if not req.init_images:
@@ -208,10 +224,12 @@ class Api:
         started = task.started if task is not None and task.started else time.time()
         info = dict(result.info)
         info.update({
-            "all_prompts": [r.prompt] * n, "all_negative_prompts": [r.negative_prompt] * n,
+            "all_prompts": result.prompts or [r.prompt] * n,
+            "all_negative_prompts": result.negative_prompts or [r.negative_prompt] * n,
             "subseed_strength": r.subseed_strength, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
             "denoising_strength": r.denoising_strength if r.mode == "img2img" else None,
-            "extra_generation_params": {}, "index_of_first_image": 0, "styles": list(r.styles),
+            "extra_generation_params": dict(r.extra_generation_params), "index_of_first_image": 0,
+            "styles": list(r.styles),
             "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(started)), "clip_skip": r.clip_skip,
             "is_using_inpainting_conditioning": False, "restore_faces": False, "face_restoration_model": None,
             "sd_model_name": first.get("Model"), "sd_model_hash": first.get("Model hash"), "sd_vae_name": None,
@@ -617,9 +635,10 @@ def install(app: FastAPI, runtime, args=None, credentials: list[tuple[str, str]]
         router.add_api_route(f"{p}/{name}", lambda: None, methods=["POST"], tags=["lists"], name=name)
     router.add_api_route(f"{p}/memory", api.memory, methods=["GET"], response_model=models.MemoryResponse,
                          tags=["system"])
-    router.add_api_route(f"{p}/scripts", lambda: {"txt2img": [], "img2img": []}, methods=["GET"],
+    router.add_api_route(f"{p}/scripts", api.scripts_list, methods=["GET"],
                          response_model=models.ScriptsList, tags=["scripts"])
-    router.add_api_route(f"{p}/script-info", lambda: [], methods=["GET"], tags=["scripts"])
+    router.add_api_route(f"{p}/script-info", api.script_info, methods=["GET"],
+                         response_model=list[models.ScriptInfo], tags=["scripts"])
     router.add_api_route(f"{p}/extensions", api.extensions, methods=["GET"],
                          response_model=list[models.ExtensionItem], tags=["scripts"])
     router.add_api_route(f"{p}/unload-checkpoint", api.unload_checkpoint, methods=["POST"], tags=["models"])

@@ -17,6 +17,8 @@ DEMO_NOTE = ("**Demo model loaded**: a tiny model that draws one flat shape on a
 
 
 def create(runtime) -> gr.Blocks:
+    runtime.callbacks.ui_settings()  # extensions declare their settings (shared.opts.add_option)
+    extension_tabs = runtime.callbacks.ui_tabs()  # built outside the page, rendered in it (as A1111)
     with gr.Blocks(title="Kiln") as demo:
         with gr.Row():
             checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", choices=[], elem_id="sd_model_checkpoint",
@@ -33,6 +35,12 @@ def create(runtime) -> gr.Blocks:
                     built[mode] = generation.build(runtime, mode, clip_skip)
             with gr.Tab("PNG Info", id="png_info"):
                 png_info.build(built["txt2img"], tabs, clip_skip, runtime)
+            for blocks, title, elem_id in extension_tabs:  # extensions' on_ui_tabs
+                try:
+                    with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                        blocks.render()
+                except Exception:
+                    runtime.extension_errors.report("", f"on_ui_tabs tab {title!r}")
             with gr.Tab("Extensions", id="extensions"):
                 extensions.build(runtime)
         styles_ui.wire(runtime, list(built.values()), demo)

@@ -12,6 +12,7 @@ from modules.processing import JobControl
 from modules.request import GenerationRequest, RequestError
 from webui.ui import styles as styles_ui
 from webui.ui.common import GPU, USER_ERRORS, sampler_dropdowns, seed_row, user_error
+from webui.ui.scripts import ScriptControls
 
 COMMON = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "width", "height", "n_iter",
           "batch_size", "cfg_scale", "seed", "subseed", "subseed_strength")
@@ -133,6 +134,7 @@ def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) 
                 f["denoising_strength"] = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                                     elem_id=f"{mode}_denoising_strength")
             f["seed"], reuse_seed, f["subseed"], f["subseed_strength"] = seed_row()
+            scripts = ScriptControls(runtime.scripts, mode != "txt2img", mode)  # the Script dropdown, always-on scripts
         with gr.Column():
             tab.gallery = gr.Gallery(label="Output", format="png", columns=2, elem_id=f"{mode}_gallery", type="filepath")
             with gr.Row():
@@ -181,8 +183,10 @@ def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) 
 
     def run(*values, progress=gr.Progress()):
         control = JobControl(on_step=lambda s, t, _l: progress((s, t), desc="Sampling"))
+        cut = len(values) - len(scripts.inputs)  # the script components' values come last
         try:
-            result = runtime.generate(make_request(values), control, job=f"ui-{mode}")
+            request = make_request(values[:cut]).replace(**scripts.split(values[cut:]))
+            result = runtime.generate(request, control, job=f"ui-{mode}")
         except USER_ERRORS as e:
             raise user_error(e) from None
         shown = ([str(result.grid_path)] if result.grid_path else []) + [str(p) for p in result.paths]
@@ -193,7 +197,7 @@ def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) 
             text += "".join(f"\nWarning: {w}" for w in result.warnings)
         return shown or result.images, text, result.info, 1 if result.grid_path else 0
 
-    inputs = ordered + extra_inputs + late
+    inputs = ordered + extra_inputs + late + scripts.inputs
     outputs = [tab.gallery, tab.info, tab.details, tab.selected]
     generate.click(run, inputs, outputs, concurrency_id=GPU, concurrency_limit=1, api_name=mode)
     f["prompt"].submit(run, inputs, outputs, concurrency_id=GPU, api_name=False)
