@@ -330,8 +330,7 @@ class ScriptRunner:
 
     def run(self, p, script: Script):
         """The selected script's run(). Its failure is recorded and fails the job (there
-        is nothing else to return)."""
-        started = time.perf_counter()
+        is nothing else to return). Not in the timing log: run() is the job itself."""
         try:
             return script.run(p, *p.script_args[script.args_from:script.args_to])
         except Exception as e:
@@ -339,8 +338,6 @@ class ScriptRunner:
                 raise
             self.errors.report(script.extension, f"run ({self.title(script)})")
             raise ScriptError(f"script {self.title(script)!r} failed: {type(e).__name__}: {e}") from e
-        finally:
-            script_callbacks.slow(script.extension, f"run ({self.title(script)})", time.perf_counter() - started)
 
 
 class ScriptError(RuntimeError):

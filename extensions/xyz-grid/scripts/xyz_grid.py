@@ -1,0 +1,323 @@
+"""X/Y/Z plot: one generation per combination of up to three axes' values, in a
+labelled grid. Written against the public script API only (modules.scripts,
+modules.processing, modules.shared, modules.images), as any extension would be.
+
+Values: a comma list (CSV: quote a value holding a comma), where numbers may be ranges:
+`1-5` (every whole number), `10-30 (+5)` (a step), `1-10 [5]` (five values evenly
+spaced); "Prompt S/R" searches the prompt for its first value and replaces it by each.
+
+Arguments, in A1111's order: x_type, x_values, x_values_dropdown, y_type, y_values,
+y_values_dropdown, z_type, z_values, z_values_dropdown, draw_legend, include_lone_images,
+include_sub_grids, no_fixed_seeds, vary_seeds_x, vary_seeds_y, vary_seeds_z, margin_size,
+csv_mode. An axis type is an axis's label ("Steps") or its index in this tab's list.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import gradio as gr
+import numpy as np
+
+from modules import images, samplers, scripts
+from modules.processing import Processed, fix_seed, process_images
+from modules.request import RequestError
+from modules.shared import opts, state
+
+
+# ---- axes ------------------------------------------------------------------------------------
+def _set(field: str) -> Callable:
+    def apply(p, value, values):
+        setattr(p, field, value)
+    return apply
+
+
+def _prompt_sr(p, value, values):
+    search = values[0]
+    p.prompt = p.prompt.replace(search, value)
+    p.negative_prompt = p.negative_prompt.replace(search, value)
+
+
+def _checkpoint(p, value, values):
+    p.override_settings["sd_model_checkpoint"] = value
+
+
+def _clip_skip(p, value, values):
+    p.override_settings["CLIP_stop_at_last_layers"] = value
+
+
+def _confirm_sr(p, values):
+    if values and values[0] not in p.prompt and values[0] not in p.negative_prompt:
+        raise RequestError("script_args", f"Prompt S/R did not find {values[0]!r} in prompt or negative prompt")
+
+
+def _sampler_names(values, kind):
+    out = []
+    for v in values:
+        try:
+            out.append(samplers.get_sampler(v).name)
+        except samplers.SamplerError as e:
+            raise RequestError("script_args", f"X/Y/Z plot: {e}") from None
+    return out
+
+
+def _schedule_names(values, kind):
+    out = []
+    for v in values:
+        try:
+            out.append(samplers.get_schedule_type(v))
+        except samplers.SamplerError as e:
+            raise RequestError("script_args", f"X/Y/Z plot: {e}") from None
+    return out
+
+
+def _checkpoint_names(values, kind, p=None):
+    out = []
+    for v in values:
+        try:
+            out.append(p.runtime.resolve_checkpoint(v).name)
+        except Exception as e:  # CheckpointError: not found
+            raise RequestError("script_args", f"X/Y/Z plot: {e}") from None
+    return out
+
+
+@dataclass
+class Axis:
+    label: str
+    kind: type  # int, float or str
+    apply: Callable
+    confirm: Callable | None = None
+    normalise: Callable | None = None  # values -> canonical names (or a RequestError)
+    choices: Callable | None = None  # for the dropdown
+    img2img_only: bool = False
+    bare_label: bool = False  # the label shows the value alone (Prompt S/R)
+
+    def format(self, value) -> str:
+        if isinstance(value, float):
+            value = round(value, 8)
+            value = int(value) if value.is_integer() else value
+        return str(value) if self.bare_label else f"{self.label}: {value}"
+
+
+AXES = [
+    Axis("Nothing", str, lambda p, v, vs: None),
+    Axis("Seed", int, _set("seed")),
+    Axis("Var. seed", int, _set("subseed")),
+    Axis("Var. strength", float, _set("subseed_strength")),
+    Axis("Steps", int, _set("steps")),
+    Axis("CFG Scale", float, _set("cfg_scale")),
+    Axis("Prompt S/R", str, _prompt_sr, confirm=_confirm_sr, bare_label=True),
+    Axis("Sampler", str, _set("sampler_name"), normalise=_sampler_names, choices=samplers.sampler_names),
+    Axis("Schedule type", str, _set("scheduler"), normalise=_schedule_names, choices=samplers.schedule_types),
+    Axis("Checkpoint name", str, _checkpoint, normalise=_checkpoint_names),
+    Axis("Clip skip", int, _clip_skip),
+    Axis("Denoising", float, _set("denoising_strength"), img2img_only=True),
+]
+
+
+def axes_for(is_img2img: bool) -> list[Axis]:
+    return [a for a in AXES if is_img2img or not a.img2img_only]
+
+
+# ---- values ----------------------------------------------------------------------------------
+_NUM = r"([+-]?\s*\d+(?:\.\d*)?)"
+_STEP_RANGE = re.compile(rf"^\s*{_NUM}\s*-\s*{_NUM}\s*(?:\(\s*([+-]\s*\d+(?:\.\d*)?)\s*\))?\s*$")
+_COUNT_RANGE = re.compile(rf"^\s*{_NUM}\s*-\s*{_NUM}\s*\[\s*(\d+)\s*\]\s*$")
+
+
+def _num(text: str, kind: type):
+    return kind(float(text.replace(" ", ""))) if kind is int else float(text.replace(" ", ""))
+
+
+def split_values(text: str) -> list[str]:
+    """A CSV line: quotes keep commas inside a value."""
+    rows = list(csv.reader(io.StringIO(text or ""), skipinitialspace=True))
+    return [v.strip() for v in (rows[0] if rows else []) if v.strip()]
+
+
+def parse_values(text: str, kind: type) -> list:
+    """`1-5`, `10-30 (+5)`, `1-10 [5]` and plain values (comma separated)."""
+    out: list = []
+    for item in split_values(text):
+        if kind is str:
+            out.append(item)
+            continue
+        count = _COUNT_RANGE.match(item)
+        stepped = _STEP_RANGE.match(item)
+        try:
+            if count:
+                start, end, n = _num(count[1], float), _num(count[2], float), int(count[3])
+                values = np.linspace(start, end, num=n)
+                out += [int(v) for v in values] if kind is int else [round(float(v), 8) for v in values]
+            elif stepped:
+                start, end = _num(stepped[1], kind), _num(stepped[2], kind)
+                step = _num(stepped[3], kind) if stepped[3] else (1 if end >= start else -1)
+                if step == 0 or (end - start) * step < 0:
+                    raise ValueError
+                n = int((end - start) / step + 1e-9) + 1
+                out += [kind(round(start + i * step, 8)) for i in range(n)]
+            else:
+                out.append(_num(item, kind))
+        except ValueError:
+            raise RequestError("script_args", f"X/Y/Z plot: {item!r} is not a {kind.__name__} or a range") from None
+    return out
+
+
+# ---- the script -------------------------------------------------------------------------------
+class Script(scripts.Script):
+    def title(self):
+        return "X/Y/Z plot"
+
+    def show(self, is_img2img):
+        return True
+
+    def ui(self, is_img2img):
+        labels = [a.label for a in axes_for(is_img2img)]
+        fields = []
+        for axis_name, default in (("x", 1), ("y", 0), ("z", 0)):
+            with gr.Row():
+                kind = gr.Dropdown(labels, value=labels[default], type="index", label=f"{axis_name.upper()} type",
+                                   elem_id=self.elem_id(f"{axis_name}_type"))
+                values = gr.Textbox(label=f"{axis_name.upper()} values", lines=1,
+                                    elem_id=self.elem_id(f"{axis_name}_values"))
+                dropdown = gr.Dropdown([], value=[], multiselect=True, label=f"{axis_name.upper()} values",
+                                       visible=False, elem_id=self.elem_id(f"{axis_name}_values_dropdown"))
+            axes = axes_for(is_img2img)
+
+            def switch(index, axes=axes):
+                axis = axes[index if isinstance(index, int) else 0]
+                choices = axis.choices() if axis.choices else []
+                return gr.update(), gr.update(choices=choices, value=[], visible=bool(choices))
+
+            kind.change(switch, kind, [values, dropdown], queue=False, api_name=False)
+            fields += [kind, values, dropdown]
+        with gr.Row():
+            draw_legend = gr.Checkbox(label="Draw legend", value=True, elem_id=self.elem_id("draw_legend"))
+            include_lone_images = gr.Checkbox(label="Include Sub Images", value=False,
+                                              elem_id=self.elem_id("include_lone_images"))
+            include_sub_grids = gr.Checkbox(label="Include Sub Grids", value=False,
+                                            elem_id=self.elem_id("include_sub_grids"))
+            no_fixed_seeds = gr.Checkbox(label="Keep -1 for seeds", value=False, elem_id=self.elem_id("no_fixed_seeds"))
+        with gr.Row():
+            vary = [gr.Checkbox(label=f"Vary seeds for {a}", value=False, elem_id=self.elem_id(f"vary_seeds_{a.lower()}"))
+                    for a in "XYZ"]
+            margin_size = gr.Slider(0, 500, value=0, step=2, label="Grid margins (px)", elem_id=self.elem_id("margin"))
+            csv_mode = gr.Checkbox(label="Use text inputs instead of dropdowns", value=False,
+                                   elem_id=self.elem_id("csv_mode"))
+        return fields + [draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, *vary, margin_size,
+                         csv_mode]
+
+    def _axis(self, value, is_img2img: bool) -> Axis:
+        axes = axes_for(is_img2img)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= int(value) < len(axes):
+            return axes[int(value)]
+        for axis in axes:
+            if isinstance(value, str) and axis.label.lower() == value.strip().lower():
+                return axis
+        raise RequestError("script_args", f"X/Y/Z plot: unknown axis {value!r} (have: {', '.join(a.label for a in axes)})")
+
+    def _values(self, p, axis: Axis, text, dropdown, csv_mode) -> list:
+        if axis.label == "Nothing":
+            return [None]
+        if axis.choices and not csv_mode and dropdown:
+            values = [str(v) for v in dropdown]
+        else:
+            values = parse_values(text if isinstance(text, str) else ",".join(map(str, text or [])), axis.kind)
+        if not values:
+            raise RequestError("script_args", f"X/Y/Z plot: no values for {axis.label}")
+        if axis.normalise is _checkpoint_names:
+            values = _checkpoint_names(values, axis.kind, p)
+        elif axis.normalise:
+            values = axis.normalise(values, axis.kind)
+        if axis.confirm:
+            axis.confirm(p, values)
+        return values
+
+    def run(self, p, x_type=1, x_values="", x_values_dropdown=None, y_type=0, y_values="", y_values_dropdown=None,
+            z_type=0, z_values="", z_values_dropdown=None, draw_legend=True, include_lone_images=False,
+            include_sub_grids=False, no_fixed_seeds=False, vary_seeds_x=False, vary_seeds_y=False,
+            vary_seeds_z=False, margin_size=0, csv_mode=False):
+        axes = [self._axis(t, p.is_img2img) for t in (x_type, y_type, z_type)]
+        values = [self._values(p, axis, text, dropdown, csv_mode)
+                  for axis, text, dropdown in zip(axes, (x_values, y_values, z_values),
+                                                  (x_values_dropdown, y_values_dropdown, z_values_dropdown))]
+        if not no_fixed_seeds:
+            fix_seed(p)
+            for i, axis in enumerate(axes):  # -1 on a seed axis: one random seed for the whole plot
+                if axis.label in ("Seed", "Var. seed"):
+                    values[i] = [fix_seed_value(v) for v in values[i]]
+        xs, ys, zs = values
+        state.job_count = len(xs) * len(ys) * len(zs) * int(p.n_iter)
+
+        cells, lone, lone_info, lone_paths, seeds, prompts = [], [], [], [], [], []
+        grid_info = None
+        for iz, z in enumerate(zs):
+            for iy, y in enumerate(ys):
+                for ix, x in enumerate(xs):
+                    if state.interrupted:
+                        break
+                    pc = copy.copy(p)
+                    pc.styles = list(pc.styles)
+                    for axis, value, vs in zip(axes, (x, y, z), values):
+                        axis.apply(pc, value, vs)
+                    for vary, index in ((vary_seeds_x, ix), (vary_seeds_y, iy), (vary_seeds_z, iz)):
+                        if vary and isinstance(pc.seed, int):
+                            pc.seed += index
+                    if ix == iy == iz == 0:  # the first cell's infotext becomes the grid's
+                        for name, axis, vs in zip("XYZ", axes, values):
+                            if axis.label != "Nothing":
+                                pc.extra_generation_params[f"{name} Type"] = axis.label
+                                pc.extra_generation_params[f"{name} Values"] = ", ".join(map(str, vs))
+                    pc.do_not_save_grid = True
+                    processed = process_images(pc)
+                    if not processed.images:
+                        continue
+                    if grid_info is None:
+                        grid_info = processed.infotexts[0]
+                    cells.append(processed.images[0])
+                    lone += processed.images
+                    lone_info += processed.infotexts
+                    lone_paths += processed.paths
+                    seeds += processed.all_seeds
+                    prompts += processed.all_prompts
+        if not cells:
+            return Processed(p, [], p.seed, "")
+        while len(cells) < len(xs) * len(ys) * len(zs):  # interrupted: the rest of the grid stays black
+            cells.append(cells[0].copy().point(lambda _v: 0))
+
+        def labels(axis, vs):
+            if not draw_legend or axis.label == "Nothing":
+                return None
+            return [[images.GridLabel(axis.format(v))] for v in vs]
+
+        per_z = len(xs) * len(ys)
+        sub_grids = [images.labelled_grid(cells[i * per_z:(i + 1) * per_z], len(xs), labels(axes[0], xs),
+                                          labels(axes[1], ys), int(margin_size)) for i in range(len(zs))]
+        grid = sub_grids[0] if len(zs) == 1 else images.labelled_grid(sub_grids, len(zs), labels(axes[2], zs),
+                                                                      None, int(margin_size))
+        grid_path = None
+        if opts.grid_save and not p.do_not_save_samples:
+            folder = Path(p.outpath_grids)
+            grid_path = images.save_image(grid, images.dated_folder(folder.parent, folder.name), "xyz_grid", grid_info)
+
+        out_images, out_info, out_paths = [grid], [grid_info], [grid_path]
+        if include_sub_grids and len(zs) > 1:
+            out_images += sub_grids
+            out_info += [grid_info] * len(sub_grids)
+            out_paths += [None] * len(sub_grids)
+        if include_lone_images:
+            out_images += lone
+            out_info += lone_info
+            out_paths += lone_paths
+        return Processed(p, out_images, seeds[0], grid_info, all_seeds=seeds, all_prompts=prompts,
+                         infotexts=out_info, paths=out_paths, index_of_first_image=1)
+
+
+def fix_seed_value(value):
+    from modules.processing import get_fixed_seed
+    return get_fixed_seed(value)
