@@ -320,7 +320,8 @@ def test_page_has_the_script_dropdown_and_the_extension_tab(runtime):
     dropdowns = [b for b in blocks if isinstance(b, gr.Dropdown) and b.label == "Script"]
     assert len(dropdowns) == 3  # txt2img, img2img, inpaint
     choices = [[c[0] for c in d.choices] for d in dropdowns]
-    assert choices[0] == ["None", "Run twice"]
+    assert choices[0][0] == "None" and "Run twice" in choices[0] and "X/Y/Z plot" in choices[0]
+    assert "Run twice" not in choices[1]  # txt2img only
     assert any(isinstance(b, gr.Tab) and b.label == "Test tab" for b in blocks)
     assert any(isinstance(b, gr.Markdown) and "hello from an extension" in str(b.value) for b in blocks)
     assert any(isinstance(b, gr.Checkbox) and b.label == "Enable tagger" for b in blocks)
