@@ -31,7 +31,10 @@ from PIL import ImageOps
 from modules import scripts, script_callbacks, shared
 from modules.processing import Processed, process_images
 
+script_callbacks.remove_current_script_callbacks()  # A1111 practice: a reload does not register twice
 BASEDIR = scripts.basedir()
+LOADED = []         # models on_model_loaded saw
+UNLOADED = []       # on_script_unloaded calls
 STEPS = []          # (sampling_step, total) of every on_cfg_denoiser call
 SWAP = {"on": False}  # when on: the prompt's conditioning is replaced by the negative prompt's
 SAVED = []          # files on_image_saved saw
@@ -100,6 +103,15 @@ def tab():
     return [(blocks, "Test tab", "test_tab")]
 
 
+def app_started(demo, app):
+    @app.get("/test-ext/ping")
+    def ping():
+        return {"pong": demo is None}
+
+
+script_callbacks.on_app_started(app_started)
+script_callbacks.on_model_loaded(lambda sd_model: LOADED.append(sd_model.name))
+script_callbacks.on_script_unloaded(lambda: UNLOADED.append(1))
 script_callbacks.on_cfg_denoiser(count_steps)
 script_callbacks.on_image_saved(on_saved)
 script_callbacks.on_ui_tabs(tab)
@@ -217,6 +229,19 @@ def test_image_saved_callback_gets_the_file(runtime):
     assert mod.SAVED == [str(result.paths[0])]
 
 
+def test_model_loaded_callback_and_reload(runtime):
+    mod = module_of(runtime, "Run twice")
+    runtime.load_model()
+    assert mod.LOADED == ["tiny-sd1.safetensors"]
+    runtime.load_extensions()  # the old scripts hear of it; the new ones register once
+    assert mod.UNLOADED == [1]
+    assert len(runtime.callbacks.callbacks["cfg_denoiser"]) == 1
+    new = module_of(runtime, "Run twice")
+    new.STEPS.clear()
+    runtime.generate(GenerationRequest(prompt="x", seed=1, **SMALL))
+    assert len(new.STEPS) == 3 and new is not mod
+
+
 def test_broken_extensions_are_reported_and_generation_goes_on(make_runtime, tmp_path):
     root = tmp_path / "data" / "extensions"
     write_extension(root, "broken-import", {"scripts/bad.py": BROKEN_IMPORT})
@@ -297,6 +322,10 @@ def test_api_alwayson_scripts_and_defaults(client):
 def test_api_unknown_scripts_are_422(client, body, field, message):
     r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, **body})
     assert r.status_code == 422 and r.json()["field"] == field and message in r.json()["detail"]
+
+
+def test_app_started_callback_adds_routes(client):
+    assert client.get("/test-ext/ping").json() == {"pong": True}  # demo is None with --nowebui
 
 
 def test_api_lists_scripts_and_their_args(client):

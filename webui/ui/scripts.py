@@ -40,8 +40,9 @@ class ScriptControls:
         self.alwayson: list[tuple[Script, list]] = []
         self.selectable: list[tuple[Script, list]] = []
         for script in runner.alwayson[is_img2img]:
-            with gr.Accordion(runner.title(script), open=False, elem_id=script.elem_id("accordion")):
+            with gr.Accordion(runner.title(script), open=False, elem_id=script.elem_id("accordion")) as box:
                 comps = _components(runner, script, is_img2img)
+            box.visible = bool(comps)  # a script without controls shows nothing
             runner.set_defaults(script, [_value(c) for c in comps])
             self.alwayson.append((script, comps))
         titles = runner.titles(is_img2img)

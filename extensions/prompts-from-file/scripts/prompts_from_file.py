@@ -86,7 +86,7 @@ class Script(scripts.Script):
                                              elem_id=self.elem_id("checkbox_iterate_batch"))
         prompt_position = gr.Radio(["start", "end"], label="Insert prompts at the", value="start",
                                    elem_id=self.elem_id("prompt_position"))
-        prompt_txt = gr.Textbox(label="List of prompt inputs", lines=4, elem_id=self.elem_id("prompt_txt"))
+        prompt_txt = gr.Textbox(label="List of prompt inputs", value="", lines=4, elem_id=self.elem_id("prompt_txt"))
         upload = gr.File(label="Upload prompt inputs", type="binary", file_types=[".txt"],
                          elem_id=self.elem_id("file"))
         upload.change(lambda data: data.decode("utf-8", "replace") if data else gr.update(), upload, prompt_txt,

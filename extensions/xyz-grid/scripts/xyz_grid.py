@@ -183,7 +183,7 @@ class Script(scripts.Script):
             with gr.Row():
                 kind = gr.Dropdown(labels, value=labels[default], type="index", label=f"{axis_name.upper()} type",
                                    elem_id=self.elem_id(f"{axis_name}_type"))
-                values = gr.Textbox(label=f"{axis_name.upper()} values", lines=1,
+                values = gr.Textbox(label=f"{axis_name.upper()} values", value="", lines=1,
                                     elem_id=self.elem_id(f"{axis_name}_values"))
                 dropdown = gr.Dropdown([], value=[], multiselect=True, label=f"{axis_name.upper()} values",
                                        visible=False, elem_id=self.elem_id(f"{axis_name}_values_dropdown"))
