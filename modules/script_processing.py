@@ -182,6 +182,7 @@ class Processed:
         self.sd_model_name, self.sd_model_hash = p.sd_model_name, p.sd_model_hash
         self.grid_path: Path | None = None
         self.interrupted = False
+        self.warnings: list[str] = []  # Kiln: shown under the generation info (a missing LoRA ...)
         self.seconds = 0.0
 
     @classmethod
@@ -191,6 +192,7 @@ class Processed:
                         all_seeds=result.seeds, all_subseeds=result.subseeds, infotexts=result.infotexts,
                         paths=result.paths if len(result.paths) == len(result.images) else None)
         processed.grid_path, processed.interrupted, processed.seconds = result.grid_path, result.interrupted, result.seconds
+        processed.warnings = list(getattr(result, "warnings", []))
         return processed
 
     def to_result(self) -> GenerationResult:
@@ -200,7 +202,8 @@ class Processed:
         return GenerationResult(list(self.images), list(self.infotexts), list(self.all_seeds),
                                 list(self.all_subseeds), paths=[Path(x) for x in paths], grid_path=self.grid_path,
                                 request=request, interrupted=self.interrupted, seconds=self.seconds,
-                                prompts=list(self.all_prompts), negative_prompts=list(self.all_negative_prompts))
+                                prompts=list(self.all_prompts), negative_prompts=list(self.all_negative_prompts),
+                                warnings=list(self.warnings))
 
     def js(self) -> str:
         """A1111's JSON of the generation (the API's `info`)."""
