@@ -501,3 +501,48 @@ def test_install_from_the_tab_then_apply_and_restart_reloads_with_the_new_set(ex
     assert ext_server["proc"].pid == pid and ext_server["proc"].poll() is None  # the same process, re-executed
     assert "/hidden/javascript/hidden.js" in assets and "/late/javascript/late.js" in assets
     assert "/shown/" not in assets
+
+
+# ---- the guide's example extension ----------------------------------------------------------------
+def test_the_example_extension_from_the_guide_installs_loads_and_works(make_runtime):
+    """docs/example-extension, copied into an extensions folder (here by "Install from URL"
+    with its path), loads: its always-on script frames the images and writes the infotext
+    field, its tab and its page files are there."""
+    import numpy as np
+    import gradio as gr
+
+    from modules.request import GenerationRequest
+    from tests.conftest import ROOT
+    from webui.ui import app as ui_app
+    from webui.ui import extensions as tab
+
+    example = ROOT / "docs" / "example-extension"
+    assert "example-extension" not in names(make_runtime().installed_extensions())  # not loaded by default
+    data = make_runtime().data_dir
+    result = extension_install.install(str(example), data / "extensions", "kiln-example", python=sys.executable,
+                                       stamps=InstallStamps.load(data))
+    assert result.install_ok and "nothing else to install" in result.install_output
+
+    rt = make_runtime()
+    try:
+        assert "kiln-example" in names(rt.active_extensions)
+        assert rt.extension_errors.for_extension("kiln-example") == []
+        small = dict(prompt="a red circle", seed=3, width=64, height=64, steps=3, sampler_name="Euler")
+        plain = rt.generate(GenerationRequest(**small))
+        framed = rt.generate(GenerationRequest(**small, alwayson_scripts={"Example frame": {"args": [True, "red", 4]}}))
+        a, b = np.asarray(framed.images[0].convert("RGB")), np.asarray(plain.images[0].convert("RGB"))
+        assert (a[:4] == (220, 30, 30)).all() and (a[:, -4:] == (220, 30, 30)).all()  # the frame
+        assert np.array_equal(a[4:-4, 4:-4], b[4:-4, 4:-4])  # the picture inside is the same
+        assert "Example frame: red 4px" in framed.infotexts[0] and "Example frame" not in plain.infotexts[0]
+        from PIL import Image
+
+        assert np.array_equal(np.asarray(Image.open(framed.paths[0]).convert("RGB")), a)  # saved framed
+
+        demo = ui_app.create(rt)
+        blocks = list(demo.blocks.values())
+        assert any(isinstance(b, gr.Tab) and b.label == "Example" for b in blocks)
+        assert any(isinstance(b, gr.Markdown) and "Framed **1** image(s)" in str(b.value) for b in blocks)
+        head, files = tab.page_head(rt.active_extensions)
+        assert "kiln-example/javascript/example.js" in head and "kiln-example/style.css" in head
+    finally:
+        rt.jobs.shutdown(wait=True, timeout=30)
