@@ -12,7 +12,6 @@ import pytest
 
 from modules import cmd_args, extension_git, extension_install, extensions
 from modules.extension_install import InstallError, InstallStamps
-from modules.options import Options
 
 
 # ---- helpers ----------------------------------------------------------------------------------
