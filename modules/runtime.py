@@ -252,6 +252,7 @@ class Runtime:
 
         def execv():
             time.sleep(delay_s)
+            self.callbacks.script_unloaded()  # extensions' on_script_unloaded, as before any reload
             log.info("restarting: %s", " ".join(command))
             for handler in logging.getLogger().handlers:
                 handler.flush()
