@@ -100,7 +100,8 @@ def read_metadata(folder: Path) -> dict[str, dict[str, str]]:
     ini = folder / "metadata.ini"
     if not ini.is_file():
         return {}
-    parser = configparser.ConfigParser(interpolation=None)
+    # inline "; comments" as well (A1111's examples annotate values that way)
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
     try:
         parser.read(ini, encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError) as e:

@@ -50,7 +50,7 @@ def names(exts) -> list[str]:
 # ---- discovery and load order ------------------------------------------------------------------
 def test_every_subfolder_is_an_extension_and_metadata_orders_them(tmp_path):
     root = tmp_path / "extensions"
-    make_ext(root, "alpha", "[Extension]\nName = Alpha Tools\nAfter = charlie\n")
+    make_ext(root, "alpha", "[Extension]\nName = Alpha Tools  ; what others call it\nAfter = charlie\n")
     make_ext(root, "bravo", "[Extension]\nBefore = alpha tools, zulu-not-installed\n")
     make_ext(root, "charlie")
     make_ext(root, "delta", "[Extension]\nRequires = Alpha Tools, charlie\n")
