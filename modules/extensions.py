@@ -308,7 +308,10 @@ class ErrorLog:
         self.errors.append(ExtensionError(extension, where, text))
 
     def add(self, extension: str, where: str, message: str) -> None:
-        """Record a problem that is not an exception (a missing requirement, a failed install.py)."""
+        """Record a problem that is not an exception (a missing requirement, a failed install.py),
+        once: finding extensions again reports the same problems again."""
+        if any(e == ExtensionError(extension, where, message) for e in self.errors):
+            return
         log.error("extension %s: %s: %s", extension or "?", where, message)
         self.errors.append(ExtensionError(extension, where, message))
 

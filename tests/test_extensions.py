@@ -86,6 +86,8 @@ def test_missing_requirement_and_cycle_are_reported_not_fatal(tmp_path):
     _, loaded = extensions.load(tmp_path / "repo", tmp_path, ["off"], "none", errors)
     assert names(loaded) == ["a-first", "needs", "x", "y"]
     assert [e.where for e in errors.for_extension("needs")] == ["metadata.ini", "metadata.ini"]
+    extensions.load(tmp_path / "repo", tmp_path, ["off"], "none", errors)  # found again: reported once
+    assert len(errors.for_extension("needs")) == 2
 
 
 def test_script_sections_order_scripts_across_extensions(tmp_path):
