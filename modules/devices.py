@@ -57,3 +57,18 @@ def apply_attention(model, attention: str) -> None:
             module.enable_xformers_memory_efficient_attention()
         else:
             module.set_attn_processor(AttnProcessor2_0())
+
+
+def optimize(model, *, channels_last: bool = False, compile: bool = False) -> None:
+    """Optional fast paths on a loaded model: channels_last memory format for the UNet and
+    VAE convolutions, and torch.compile of the UNet and of the VAE decoder (CUDA only:
+    on the CPU compiling costs minutes and gains little, so the flag is only logged)."""
+    if channels_last:
+        model.unet.to(memory_format=torch.channels_last)
+        model.vae.to(memory_format=torch.channels_last)
+    if compile:
+        if model.device.type != "cuda":
+            log.info("--compile: torch.compile is used on CUDA only; running uncompiled on %s", model.device.type)
+        else:
+            model.unet.compile()  # nn.Module.compile: compiles forward in place, same object
+            model.vae.decoder.compile()

@@ -5,6 +5,7 @@ and the API reach them through one Runtime object passed to them explicitly.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -20,7 +21,7 @@ from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models import embeddings as textual_inversion
 from modules.models.detect import CheckpointError
-from modules.models.loader import LoadedModel, load_checkpoint
+from modules.models.loader import LoadedModel, load_checkpoint, read_state_dict
 from modules.options import Options
 from modules.request import GenerationRequest, Limits, RequestError
 
@@ -71,6 +72,7 @@ class Runtime:
         self.networks = extra_networks.Networks(self.folders)  # LoRAs and embeddings
         self.device = config.device
         self.model: LoadedModel | None = None
+        self.checkpoint_states: collections.OrderedDict = collections.OrderedDict()  # sd_checkpoint_cache
         self.gpu = threading.Lock()  # one job on the device at a time (the worker holds it)
         self.jobs = JobQueue(lock=self.gpu)  # every device job, from the UI and the API, in order
         self.progress = Progress()  # the running generation (what /progress and the UI read)
@@ -146,10 +148,13 @@ class Runtime:
         started = time.time()
         try:
             short = self.hashes.short_hash(mf.path)
+            reuse = self.model
             model = load_checkpoint(mf.path, name=mf.name, short_hash=short, device=self.device.device,
                                     dtype=self.device.dtype, cache_dir=self.cache_dir,
-                                    default_prediction=self.options.default_prediction_type)
-            apply_attention(model, self.device.attention)
+                                    default_prediction=self.options.default_prediction_type, reuse=reuse,
+                                    state=self._cached_state(mf.path))
+            if reuse is None or model.unet is not reuse.unet:  # freshly built modules (not reused)
+                apply_attention(model, self.device.attention)
         except CheckpointError as e:
             self.last_load_error = str(e)
             raise
@@ -162,6 +167,24 @@ class Runtime:
         log.info("loaded %s (%s) in %.1fs", model.title, model.info.title, time.time() - started)
         self.callbacks.model_loaded(model)
         return model
+
+    def _cached_state(self, path: Path):
+        """The checkpoint RAM cache (option sd_checkpoint_cache, A1111's name): the file
+        contents of the N most recently loaded checkpoints, so switching back skips the
+        disk. None when the cache is off (the loader reads the file itself)."""
+        size = max(0, int(self.options.sd_checkpoint_cache or 0))
+        cache = self.checkpoint_states
+        key = str(Path(path).resolve())
+        if size == 0:
+            cache.clear()
+            return None
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        cache[key] = read_state_dict(Path(path))
+        while len(cache) > size:
+            cache.popitem(last=False)
+        return cache[key]
 
     def switch_checkpoint(self, name: str) -> LoadedModel:
         """Load through the job queue (never under a running job) and remember the choice."""

@@ -33,6 +33,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     extras: dict = field(default_factory=dict)
+    arch: str = ""  # the modules' architecture: a checkpoint with the same one reuses them
 
     @property
     def family(self) -> str:
@@ -102,52 +103,114 @@ def _match_text_prefix(model: torch.nn.Module, state: dict) -> dict:
     return state
 
 
-def build_text_encoders(state, shapes, family: str):
-    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+def text_specs(shapes, family: str) -> list[tuple[str, str, dict]]:
+    """(kind, key prefix, transformers config) of each text encoder in the file."""
+    if family == "sd1":
+        return [("clip_l", "cond_stage_model.transformer.", configs.clip_l_config(shapes, "cond_stage_model.transformer."))]
+    if family == "sd2":
+        return [("open_clip", "cond_stage_model.model.", configs.open_clip_config(shapes, "cond_stage_model.model."))]
+    if family == "sdxl":
+        return [("clip_l", "conditioner.embedders.0.transformer.",
+                 configs.clip_l_config(shapes, "conditioner.embedders.0.transformer.")),
+                ("open_clip_proj", "conditioner.embedders.1.model.",
+                 configs.open_clip_config(shapes, "conditioner.embedders.1.model."))]
+    return [("open_clip_proj", "conditioner.embedders.0.model.",
+             configs.open_clip_config(shapes, "conditioner.embedders.0.model."))]  # sdxl_refiner
+
+
+def _new_text_encoder(kind: str, cfg: dict):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    def clip_l(prefix):
-        cfg = CLIPTextConfig(**configs.clip_l_config(shapes, prefix))
+    cls = CLIPTextModelWithProjection if kind == "open_clip_proj" else CLIPTextModel
+    return _on_meta(lambda: cls(CLIPTextConfig(**cfg)))
+
+
+def _text_state(model, state, kind: str, prefix: str) -> dict:
+    """The file's weights of one text encoder, with `model`'s key names."""
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+
+    if kind == "clip_l":
         sd = {k: v for k, v in state.items() if k.startswith(prefix)}
-        model = _on_meta(lambda: CLIPTextModel(cfg))
-        return _fill(model, _match_text_prefix(model, convert_ldm_clip_checkpoint(sd, remove_prefix=prefix)), "text encoder")
+        return _match_text_prefix(model, convert_ldm_clip_checkpoint(sd, remove_prefix=prefix))
+    converted = _match_text_prefix(model, convert_open_clip_checkpoint(model, state, prefix=prefix))
+    if kind == "open_clip":
+        converted.pop("text_projection.weight", None)
+    return converted
 
-    def open_clip(prefix, with_projection):
-        cfg = CLIPTextConfig(**configs.open_clip_config(shapes, prefix))
-        cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-        model = _on_meta(lambda: cls(cfg))
-        converted = _match_text_prefix(model, convert_open_clip_checkpoint(model, state, prefix=prefix))
-        if not with_projection:
-            converted.pop("text_projection.weight", None)
-        return _fill(model, converted, "text encoder")
 
-    if family == "sd1":
-        return [clip_l("cond_stage_model.transformer.")]
-    if family == "sd2":
-        return [open_clip("cond_stage_model.model.", False)]
-    if family == "sdxl":
-        return [clip_l("conditioner.embedders.0.transformer."), open_clip("conditioner.embedders.1.model.", True)]
-    return [open_clip("conditioner.embedders.0.model.", True)]  # sdxl_refiner
+def build_text_encoders(state, shapes, family: str):
+    encoders = []
+    for kind, prefix, cfg in text_specs(shapes, family):
+        model = _new_text_encoder(kind, cfg)
+        encoders.append(_fill(model, _text_state(model, state, kind, prefix), "text encoder"))
+    return encoders
+
+
+def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Copy `state` into an already built module of the same architecture (switching
+    checkpoints): every key and shape is checked before the first weight is touched, so
+    a mismatch leaves the module as it was."""
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    own = {k: v for k, v in module.state_dict().items() if not k.endswith("position_ids")}
+    if state.keys() != own.keys() or any(own[k].shape != v.shape for k, v in state.items()):
+        raise CheckpointError(f"{what} weights do not match the loaded architecture")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)  # in place: same storage, dtype, device and memory format
 
 
 def load_checkpoint(path: Path, *, name: str, short_hash: str, device: torch.device, dtype: torch.dtype,
-                    cache_dir: Path, default_prediction: str = "epsilon") -> LoadedModel:
+                    cache_dir: Path, default_prediction: str = "epsilon", reuse: LoadedModel | None = None,
+                    state: tuple[dict, dict] | None = None) -> LoadedModel:
+    """Read a checkpoint and build its model.
+
+    `reuse`: the loaded model; when the new file has the same architecture, its modules
+    are kept and only the weights are copied in (A1111 does the same), which is faster
+    and does not allocate a second model. `state`: the file's (tensors, metadata) when
+    the caller already has them (the checkpoint RAM cache); those tensors are never
+    aliased by the model, so the caller may keep them.
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     path = Path(path)
-    if not path.exists():
+    if state is None and not path.exists():
         raise CheckpointError(f"{name}: file not found")
-    state, metadata = read_state_dict(path)
+    shared = state is not None
+    state, metadata = state if shared else read_state_dict(path)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     info = detect(shapes, metadata, path, default_prediction)
     vae_cfg = configs.vae_config(shapes, LATENT_SCALE[info.family], info.native_size[0])
     factor = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
     unet_cfg = configs.unet_config(shapes, info.family, info.native_size[0] // factor)
+    specs = text_specs(shapes, info.family)
+    # the native size only sets config defaults, not the modules: leave it out of the key
+    arch = repr((info.family, {k: v for k, v in unet_cfg.items() if k != "sample_size"},
+                 {k: v for k, v in vae_cfg.items() if k != "sample_size"}, specs, str(device), str(dtype)))
+    pads = {"sd1": ["<|endoftext|>"], "sd2": ["!"], "sdxl": ["<|endoftext|>", "!"], "sdxl_refiner": ["!"]}
+    tokenizers = [load_clip_tokenizer(str(cache_dir), pad) for pad in pads[info.family]]
+
+    if reuse is not None and reuse.arch == arch:
+        # validate everything first (_load_into checks before it copies), then copy
+        unet_sd = convert_ldm_unet_checkpoint(state, unet_cfg)
+        vae_sd = convert_ldm_vae_checkpoint(state, vae_cfg)
+        text_sds = [_text_state(enc, state, kind, prefix) for enc, (kind, prefix, _) in zip(reuse.text_encoders, specs)]
+        _load_into(reuse.unet, unet_sd, "UNet")
+        _load_into(reuse.vae, vae_sd, "VAE")
+        for enc, sd in zip(reuse.text_encoders, text_sds):
+            _load_into(enc, sd, "text encoder")
+        del state, unet_sd, vae_sd, text_sds
+        return LoadedModel(path, name, short_hash, info, reuse.unet, reuse.vae, reuse.text_encoders, tokenizers,
+                           device, dtype, arch=arch)
+
+    own = (lambda sd: {k: v.clone() for k, v in sd.items()}) if shared else (lambda sd: sd)
     unet = _fill(_on_meta(lambda: UNet2DConditionModel(**unet_cfg)),
-                 convert_ldm_unet_checkpoint(state, unet_cfg), "UNet")
-    vae = _fill(_on_meta(lambda: AutoencoderKL(**vae_cfg)), convert_ldm_vae_checkpoint(state, vae_cfg), "VAE")
-    encoders = build_text_encoders(state, shapes, info.family)
+                 own(convert_ldm_unet_checkpoint(state, unet_cfg)), "UNet")
+    vae = _fill(_on_meta(lambda: AutoencoderKL(**vae_cfg)), own(convert_ldm_vae_checkpoint(state, vae_cfg)), "VAE")
+    encoders = []
+    for kind, prefix, cfg in specs:
+        enc = _new_text_encoder(kind, cfg)
+        encoders.append(_fill(enc, own(_text_state(enc, state, kind, prefix)), "text encoder"))
     del state
     # SDXL's VAE overflows in fp16 (black images): keep it in fp32 on the GPU
     vae_dtype = torch.float32 if info.family.startswith("sdxl") else dtype
@@ -155,6 +218,4 @@ def load_checkpoint(path: Path, *, name: str, short_hash: str, device: torch.dev
     vae.to(device, vae_dtype).eval().requires_grad_(False)
     for enc in encoders:
         enc.to(device, dtype).eval().requires_grad_(False)
-    pads = {"sd1": ["<|endoftext|>"], "sd2": ["!"], "sdxl": ["<|endoftext|>", "!"], "sdxl_refiner": ["!"]}
-    tokenizers = [load_clip_tokenizer(str(cache_dir), pad) for pad in pads[info.family]]
-    return LoadedModel(path, name, short_hash, info, unet, vae, encoders, tokenizers, device, dtype)
+    return LoadedModel(path, name, short_hash, info, unet, vae, encoders, tokenizers, device, dtype, arch=arch)
