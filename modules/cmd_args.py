@@ -38,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     a("--xformers", action="store_true", help="use xformers attention (installs it on CUDA machines)")
     a("--opt-sdp-attention", action="store_true", help="use PyTorch SDPA attention (the default)")
     a("--no-half", action="store_true", help="fp32 weights")
+    a("--medvram", action="store_true", help="keep only the running part (text encoder, UNet, VAE) on the GPU")
+    a("--lowvram", action="store_true", help="move the model to the GPU one block at a time (slow, least memory)")
+    a("--compile", action="store_true", help="torch.compile the UNet and VAE decoder (CUDA; slow first image)")
     a("--precision", choices=["full", "half", "autocast", "bf16"], default="half")
     a("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p

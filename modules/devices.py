@@ -14,15 +14,19 @@ class DeviceConfig:
     device: torch.device
     dtype: torch.dtype
     attention: str  # "sdpa" or "xformers"
+    memory: str = "normal"  # "medvram" / "lowvram": parts of the model move to the GPU only to run (memory.py)
+    compile: bool = False  # --compile: torch.compile the UNet and VAE decoder (CUDA only)
 
     @property
     def description(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        return f"{name}, {str(self.dtype).removeprefix('torch.')}, attention: {self.attention}"
+        extra = (f", {self.memory}" if self.memory != "normal" else "") + (", compiled" if self.compile else "")
+        return f"{name}, {str(self.dtype).removeprefix('torch.')}, attention: {self.attention}{extra}"
 
 
 def choose(*, use_cpu: bool = False, precision: str = "auto", no_half: bool = False,
-           xformers: bool = False) -> DeviceConfig:
+           xformers: bool = False, medvram: bool = False, lowvram: bool = False,
+           compile: bool = False) -> DeviceConfig:
     """fp16 on CUDA (bf16/fp32 by flag), fp32 on the CPU; SDPA unless xformers is asked
     for and importable on CUDA."""
     cuda = torch.cuda.is_available() and not use_cpu
@@ -43,7 +47,14 @@ def choose(*, use_cpu: bool = False, precision: str = "auto", no_half: bool = Fa
                 attention = "xformers"
             except ImportError:
                 log.warning("--xformers given but xformers is not installed; using PyTorch SDPA")
-    config = DeviceConfig(device, dtype, attention)
+    memory = "lowvram" if lowvram else "medvram" if medvram else "normal"
+    if memory != "normal" and not cuda:
+        log.info("--%s: nothing to offload on the CPU; ignored", memory)
+        memory = "normal"
+    if compile and not cuda:
+        log.info("--compile: torch.compile is used on CUDA only; running uncompiled on the CPU")
+        compile = False
+    config = DeviceConfig(device, dtype, attention, memory, compile)
     log.info("device: %s", config.description)
     return config
 

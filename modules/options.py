@@ -29,6 +29,8 @@ class Options:
     sdxl_crop_left: int = 0
     sdxl_refiner_low_aesthetic_score: float = 2.5
     sdxl_refiner_high_aesthetic_score: float = 6.0
+    tiled_vae: bool = False  # decode/encode in tiles (large images; automatic after an out-of-memory)
+    channels_last: bool = False  # channels_last memory format for the UNet and VAE (applies at the next load)
     sd_checkpoint_cache: int = 0  # checkpoints kept in RAM for fast switching back (A1111's name)
     extra: dict = field(default_factory=dict)  # settings of extensions and later features
 

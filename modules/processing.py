@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import conditioning, extra_networks, images, img2img, infotext, samplers
+from modules import conditioning, extra_networks, images, img2img, infotext, memory, samplers
 from modules import prompts as prompt_syntax
 from modules.request import GenerationRequest, RequestError
 
@@ -207,8 +207,7 @@ def txt2img_image_cond(model, n: int, width: int, height: int) -> torch.Tensor |
     """For inpainting models in txt2img: everything masked, over a mid-grey image (as A1111)."""
     if not model.info.inpainting:
         return None
-    grey = torch.zeros(1, 3, height, width, device=model.device, dtype=model.vae.dtype)
-    latent = model.vae.encode(grey).latent_dist.mean.float().cpu() * model.vae.config.scaling_factor
+    latent = memory.vae_encode(model, torch.zeros(1, 3, height, width))
     mask = torch.ones(1, 1, *latent.shape[2:])
     return torch.cat([mask, latent], dim=1).repeat(n, 1, 1, 1)
 
@@ -217,14 +216,12 @@ def txt2img_image_cond(model, n: int, width: int, height: int) -> torch.Tensor |
 def encode(model, images: list[Image.Image]) -> torch.Tensor:
     """Pixels -> scaled latents (the latent distribution's mean, as A1111's img2img)."""
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(model.device, model.vae.dtype)
-    return model.vae.encode(x).latent_dist.mean.float().cpu() * model.vae.config.scaling_factor
+    return memory.vae_encode(model, torch.from_numpy(arr).permute(0, 3, 1, 2))
 
 
 @torch.no_grad()
 def decode(model, latents: torch.Tensor) -> list[Image.Image]:
-    vae = model.vae
-    x = vae.decode((latents / vae.config.scaling_factor).to(model.device, vae.dtype)).sample.float().cpu()
+    x = memory.vae_decode(model, latents)  # tiled when memory is short, fp32 when fp16 overflows
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
 

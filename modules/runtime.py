@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import (conditioning, extension_git, extension_install, extensions, extra_networks, paths, previews,
-                     processing, script_callbacks, scripts, styles)
+import torch
+
+from modules import (conditioning, devices, extension_git, extension_install, extensions, extra_networks, memory,
+                     paths, previews, processing, script_callbacks, scripts, styles)
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models import embeddings as textual_inversion
@@ -73,6 +75,7 @@ class Runtime:
         self.device = config.device
         self.model: LoadedModel | None = None
         self.checkpoint_states: collections.OrderedDict = collections.OrderedDict()  # sd_checkpoint_cache
+        self.inject_fault = None  # tests: a callable run at every sampling step (e.g. raising OutOfMemoryError)
         self.gpu = threading.Lock()  # one job on the device at a time (the worker holds it)
         self.jobs = JobQueue(lock=self.gpu)  # every device job, from the UI and the API, in order
         self.progress = Progress()  # the running generation (what /progress and the UI read)
@@ -149,12 +152,17 @@ class Runtime:
         try:
             short = self.hashes.short_hash(mf.path)
             reuse = self.model
-            model = load_checkpoint(mf.path, name=mf.name, short_hash=short, device=self.device.device,
+            offload = self.device.memory != "normal"  # built in RAM; parts move to the GPU as they run
+            model = load_checkpoint(mf.path, name=mf.name, short_hash=short,
+                                    device=torch.device("cpu") if offload else self.device.device,
                                     dtype=self.device.dtype, cache_dir=self.cache_dir,
                                     default_prediction=self.options.default_prediction_type, reuse=reuse,
                                     state=self._cached_state(mf.path))
             if reuse is None or model.unet is not reuse.unet:  # freshly built modules (not reused)
-                apply_attention(model, self.device.attention)
+                self._prepare(model)
+            elif "offloader" in reuse.extras:  # the modules keep their hooks; nothing else carries over
+                model.extras["offloader"] = reuse.extras["offloader"]
+            model.device = self.device.device
         except CheckpointError as e:
             self.last_load_error = str(e)
             raise
@@ -167,6 +175,13 @@ class Runtime:
         log.info("loaded %s (%s) in %.1fs", model.title, model.info.title, time.time() - started)
         self.callbacks.model_loaded(model)
         return model
+
+    def _prepare(self, model: LoadedModel) -> None:
+        """Speed and memory settings on freshly built modules (reused ones keep theirs)."""
+        apply_attention(model, self.device.attention)
+        devices.optimize(model, channels_last=bool(self.options.channels_last), compile=self.device.compile)
+        if self.device.memory != "normal":
+            model.extras["offloader"] = memory.set_memory_mode(model, self.device.memory, self.device.device)
 
     def _cached_state(self, path: Path):
         """The checkpoint RAM cache (option sd_checkpoint_cache, A1111's name): the file
@@ -338,6 +353,8 @@ class Runtime:
             space = previews.latent_space(model)
 
             def on_step(step, total, latents):
+                if self.inject_fault:
+                    self.inject_fault("step")
                 progress.on_step(step, total)
                 progress.latents = latents
                 if previews.is_due(step, total, every):
@@ -351,9 +368,12 @@ class Runtime:
 
             control.on_step = on_step
             progress.textinfo = None
+            memory.set_tiling(model.vae, bool(self.options.tiled_vae))
             if hooks is not None:
                 return self._engine(request, control, hooks)
             return scripts.run_request(self, request, control)  # its process_images come back to _engine
+        except torch.OutOfMemoryError as e:  # free the device and tell the user what helps; the next job runs
+            raise memory.out_of_memory(e, self.device.device) from None
         finally:
             control.on_step = outer
             self.control = None

@@ -19,7 +19,8 @@ EXTENSION_HOOKS_JS = Path(__file__).resolve().parent / "javascript" / "extension
 def make_runtime(args, restart_command: list[str] | None = None) -> Runtime:
     device = devices.choose(use_cpu="all" in args.use_cpu, precision="full" if args.precision == "full" else
                             ("bf16" if args.precision == "bf16" else "auto"), no_half=args.no_half,
-                            xformers=args.xformers and not args.opt_sdp_attention)
+                            xformers=args.xformers and not args.opt_sdp_attention, medvram=args.medvram,
+                            lowvram=args.lowvram, compile=args.compile)
     data_dir = Path(args.data_dir or REPO_ROOT).resolve()
     return Runtime(RuntimeConfig(
         data_dir=data_dir, device=device, ckpt=args.ckpt,
