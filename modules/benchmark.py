@@ -298,6 +298,47 @@ def switching(cache: Path, device: torch.device, dtype: torch.dtype, n: int = 10
         return out
 
 
+def startup(port: int = 0, timeout: float = 600.0) -> dict[str, float]:
+    """Seconds from `python3 launch.py --skip-install` to the page answering and to the
+    first image (demo model, 20 steps, through the API), in a fresh process."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    if not port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data:
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "launch.py", "--skip-install", "--api", "--port", str(port),
+                                 "--data-dir", data], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        out = {}
+        try:
+            while "page_s" not in out:
+                if proc.poll() is not None or time.perf_counter() - started > timeout:
+                    raise RuntimeError("the server did not start")
+                try:
+                    urllib.request.urlopen(url + "/", timeout=5)
+                    out["page_s"] = time.perf_counter() - started
+                except OSError:
+                    time.sleep(0.1)
+            body = json.dumps({"prompt": PROMPT, "steps": 20, "sampler_name": "Euler a", "seed": 1}).encode()
+            req = urllib.request.Request(url + "/sdapi/v1/txt2img", data=body, headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=timeout).read()
+            out["first_image_s"] = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return out
+
+
 def main(argv: list[str] | None = None) -> tuple[list[Row], str]:
     p = argparse.ArgumentParser(prog="python3 -m modules.benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--cpu-small", action="store_true", help="CPU, small models (automatic without CUDA)")
@@ -309,9 +350,16 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], str]:
     p.add_argument("--cache", default=None, help="where the random-weight checkpoints are kept")
     p.add_argument("--settings", nargs="+", default=None, help="only the settings whose name contains one of these")
     p.add_argument("--switching", action="store_true", help="also measure RSS over 10 checkpoint switches")
+    p.add_argument("--startup", action="store_true", help="only: seconds from launch.py to the page and first image")
     p.add_argument("--checkpoint-cache", type=int, default=0, help="sd_checkpoint_cache for --switching")
     args = p.parse_args(argv)
 
+    if args.startup:
+        times = startup()
+        report = (f"launch.py --skip-install: page served after {times['page_s']:.1f} s, "
+                  f"first image (demo model, 20 steps) after {times['first_image_s']:.1f} s")
+        print(report)
+        return [], report
     cuda = torch.cuda.is_available() and not args.cpu_small
     device = torch.device("cuda" if cuda else "cpu")
     cache = Path(args.cache or Path(tempfile.gettempdir()) / "kiln-bench")

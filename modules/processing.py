@@ -139,6 +139,14 @@ class InitLatents:
     mask: torch.Tensor | None = None
 
 
+def to_work(x: torch.Tensor | None, work: torch.device) -> torch.Tensor | None:
+    """CPU tensors (seeded noise, init latents) to the device the loop runs on, through
+    pinned memory so the copy does not wait for the GPU."""
+    if x is None or x.device == work:
+        return x
+    return x.pin_memory().to(work, non_blocking=True) if work.type == "cuda" else x.to(work)
+
+
 @torch.no_grad()
 def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, cond, uncond, control: JobControl,
            width: int, height: int, image_cond: torch.Tensor | None = None,
@@ -153,9 +161,17 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
     if isinstance(cond, conditioning.Scheduled):
         cond = conditioning.Composable([(1.0, cond)])
     denoise = float(request.denoising_strength) if init is not None else 1.0
-    sch = samplers.create_scheduler(request.sampler_name, request.scheduler, request.steps,
-                                    prediction_type=model.info.prediction_type, device="cpu", denoise=denoise)
     device, dtype = model.device, model.dtype
+    # on CUDA, latents and the scheduler's math stay on the GPU: no host-device sync per
+    # step (previews sync only every N steps). On the CPU nothing moves (seeds' results
+    # are those of the CPU reference).
+    work = device if device.type == "cuda" else torch.device("cpu")
+    sch = samplers.create_scheduler(request.sampler_name, request.scheduler, request.steps,
+                                    prediction_type=model.info.prediction_type, device=work, denoise=denoise)
+    noise = to_work(noise, work)
+    image_cond = to_work(image_cond, work)
+    if init is not None:
+        init = InitLatents(to_work(init.latents, work), to_work(init.mask, work))
     n = noise.shape[0]
     if init is None:
         latents = noise * sch.init_noise_sigma
@@ -185,7 +201,7 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
         x = sch.scale_model_input(torch.cat([latents] * parts), t)
         if image_cond is not None:
             x = torch.cat([x, torch.cat([image_cond] * parts)], dim=1)
-        out = model.unet(x.to(device, dtype), t.to(device), encoder_hidden_states=context, **extra).sample.float().cpu()
+        out = model.unet(x.to(device, dtype), t.to(device), encoder_hidden_states=context, **extra).sample.float()
         outs = out.split(n)
         neg = outs[-1]
         guided = neg
@@ -199,7 +215,7 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
             latents = init.mask * latents + (1 - init.mask) * known
         if control.on_step:
             control.on_step(i + 1, total, latents)
-    return latents
+    return latents.cpu()
 
 
 @torch.no_grad()
