@@ -326,7 +326,8 @@ def startup(port: int = 0, timeout: float = 600.0) -> dict[str, float]:
                     out["page_s"] = time.perf_counter() - started
                 except OSError:
                     time.sleep(0.1)
-            body = json.dumps({"prompt": PROMPT, "steps": 20, "sampler_name": "Euler a", "seed": 1}).encode()
+            body = json.dumps({"prompt": PROMPT, "steps": 20, "sampler_name": "Euler a", "seed": 1,
+                               "width": 64, "height": 64}).encode()
             req = urllib.request.Request(url + "/sdapi/v1/txt2img", data=body, headers={"Content-Type": "application/json"})
             urllib.request.urlopen(req, timeout=timeout).read()
             out["first_image_s"] = time.perf_counter() - started
@@ -350,10 +351,13 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], str]:
     p.add_argument("--cache", default=None, help="where the random-weight checkpoints are kept")
     p.add_argument("--settings", nargs="+", default=None, help="only the settings whose name contains one of these")
     p.add_argument("--switching", action="store_true", help="also measure RSS over 10 checkpoint switches")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--startup", action="store_true", help="only: seconds from launch.py to the page and first image")
     p.add_argument("--checkpoint-cache", type=int, default=0, help="sd_checkpoint_cache for --switching")
     args = p.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.startup:
         times = startup()
         report = (f"launch.py --skip-install: page served after {times['page_s']:.1f} s, "
