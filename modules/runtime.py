@@ -29,6 +29,10 @@ from modules.request import GenerationRequest, Limits, RequestError
 
 log = logging.getLogger(__name__)
 
+# LoadedModel.extras entries tied to the modules (hooks, module tables), not to the weights:
+# a checkpoint switch that reuses the modules keeps them. LoRA backups ("lora") are the old
+# checkpoint's weights and are dropped (the new weights overwrite the merged ones).
+MODULE_EXTRAS = ("offloader", "embeddings", "lora_layers")
 DEMO_CHECKPOINT = "kiln-demo-shapes.safetensors"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,8 +164,8 @@ class Runtime:
                                     state=self._cached_state(mf.path))
             if reuse is None or model.unet is not reuse.unet:  # freshly built modules (not reused)
                 self._prepare(model)
-            elif "offloader" in reuse.extras:  # the modules keep their hooks; nothing else carries over
-                model.extras["offloader"] = reuse.extras["offloader"]
+            else:  # the same modules: what is tied to them carries over, what is tied to the old weights does not
+                model.extras.update({k: v for k, v in reuse.extras.items() if k in MODULE_EXTRAS})
             model.device = self.device.device
         except CheckpointError as e:
             self.last_load_error = str(e)

@@ -39,7 +39,9 @@ def test_switch_within_a_family_reuses_modules_and_gives_the_new_weights(tmp_pat
     a = rt.load_model("a.safetensors")
     img_a = image(rt)
     unet = a.unet
+    module_state = {k: v for k, v in a.extras.items() if k in ("embeddings", "lora_layers")}
     b = rt.load_model("b.safetensors")
+    assert all(b.extras[k] is v for k, v in module_state.items())  # hooks on the modules are not doubled
     assert b.unet is unet and b.name == "b.safetensors"  # no second model was built
     img_b = image(rt)
     fresh = runtime(tmp_path / "fresh", two_sd1)
