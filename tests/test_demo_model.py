@@ -82,3 +82,17 @@ def test_inpainting_a_red_circle_into_a_blue_picture(runtime):
         labels = nearest_colour(a[inside])
         assert (labels == names.index("red")).mean() > 0.3
         assert np.abs(a.astype(int) - np.asarray(init).astype(int))[:8].max() <= 1  # the top rows are untouched
+
+
+def test_the_evaluations_classifier_reads_the_training_pictures_right():
+    """The judge must be right before its scores mean anything: pictures drawn by the
+    dataset generator (anti-aliased, jittered) are classified back into their scene."""
+    from modules.training.dataset import generate
+    from modules.training.shapes_world import classify
+
+    images, scenes = generate(120, 64, seed=5)
+    got = [classify(Image.fromarray(a)) for a in images]
+    assert all(g.colour == s.colour for g, s in zip(got, scenes))
+    assert all(g.background == s.background for g, s in zip(got, scenes))
+    assert all(g.position == s.position for g, s in zip(got, scenes))
+    assert sum(g.shape == s.shape for g, s in zip(got, scenes)) >= 0.97 * len(scenes)
