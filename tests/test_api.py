@@ -303,6 +303,19 @@ def test_img2img_output_has_the_requested_size(client):
     assert info["denoising_strength"] == 0.5 and "Denoising strength: 0.5" in info["infotexts"][0]
 
 
+def test_unsent_size_is_the_models_native_size_or_the_init_images(client, runtime):
+    # A1111 would draw 512x512 on any model; a 64-pixel model gets 64x64, an init image keeps its size
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 1})
+    assert r.status_code == 200, r.text
+    native = runtime.model.info.native_size
+    assert decode(r.json()["images"][0]).size == tuple(native)
+    assert f"Size: {native[0]}x{native[1]}," in json.loads(r.json()["info"])["infotexts"][0]
+    r = client.post("/sdapi/v1/img2img", json={"steps": 2, "seed": 1, "init_images": [b64png(gradient(96, 80))],
+                                               "denoising_strength": 0.5})
+    assert r.status_code == 200, r.text
+    assert decode(r.json()["images"][0]).size == (96, 80)
+
+
 def test_inpainting_leaves_unmasked_pixels_unchanged(client):
     init = gradient(64, 64)
     mask = Image.new("L", (64, 64), 0)

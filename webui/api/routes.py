@@ -114,10 +114,18 @@ class Api:
             raise ApiError(422, "refiner_checkpoint", "the refiner is not supported by Kiln yet")
 
         values = req.model_dump()
+        given = set(req.model_fields_set)
         if req.infotext:  # A1111 1.9: fields not sent come from the infotext
             for key, value in infotext.request_fields_from_infotext(req.infotext).items():
                 if key in values and key not in req.model_fields_set:
                     values[key] = value
+                    given.add(key)
+        for key in ("width", "height"):
+            # A1111 draws 512x512 when no size is sent, whatever the model; we draw the
+            # model's native size (512 for SD 1.x, 1024 for SDXL, 64 for the demo model)
+            # and, in img2img, the init image's size
+            if key not in given:
+                values[key] = None
         sampler_name, schedule = self._sampler(values)
         override = req.override_settings or {}
         checkpoint = None
