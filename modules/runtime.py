@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from modules import (conditioning, devices, extension_git, extension_install, extensions, extra_networks, memory,
-                     paths, previews, processing, script_callbacks, scripts, styles)
+                     option_rules, paths, previews, processing, script_callbacks, scripts, styles)
 from modules.devices import DeviceConfig, apply_attention
 from modules.jobs import JobQueue, Progress, Task
 from modules.models import embeddings as textual_inversion
@@ -90,6 +90,9 @@ class Runtime:
         self.extensions: list[extensions.Extension] = []  # every installed one, with its enabled state
         self.active_extensions: list[extensions.Extension] = []  # the ones that load, in load order
         self.restart_pending = False  # installed or enabled/disabled something since the start
+        # extensions' settings, declared with shared.opts.add_option: key -> OptionInfo (A1111's
+        # opts.data_labels); the Settings tab shows them and set_options checks their values
+        self.extension_options: dict[str, object] = {}
         # the active extensions' callbacks and scripts (modules/scripts.py), filled by load_extensions
         self.callbacks = script_callbacks.CallbackRegistry(self.extension_errors, runtime=self)
         self.scripts = scripts.ScriptRunner([], self.extension_errors)
@@ -108,6 +111,7 @@ class Runtime:
         extension_install.report_failed_installs(self.data_dir, self.extension_errors,
                                                  {e.name for e in self.active_extensions})
         self.callbacks.script_unloaded()
+        self.extension_options = {}  # the scripts declare them again as they load
         self.callbacks = script_callbacks.CallbackRegistry(self.extension_errors, runtime=self)
         script_callbacks.install(self.callbacks)
         self.scripts = scripts.load_scripts(self.active_extensions, self.extension_errors, self.callbacks)
@@ -237,6 +241,45 @@ class Runtime:
     def save_options(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.options.save(self.options_path)
+
+    # ---- settings ------------------------------------------------------------------
+    def set_options(self, values: dict) -> dict[str, tuple]:
+        """Change settings (A1111's names) and save them: the one way the API, the Settings
+        tab and the quick settings change them. Every value is checked before any is
+        applied, so a bad one raises OptionError (a checkpoint that is not there,
+        CheckpointError) and changes nothing. A new sd_model_checkpoint is loaded first,
+        through the job queue. Returns name -> (old value, new value) of what changed."""
+        declared = {key: getattr(info, "default", None) for key, info in self.extension_options.items()}
+        change = option_rules.check(self.options, values, declared)
+        changed: dict[str, tuple] = {}
+        if change.checkpoint is not None:
+            name = self.resolve_checkpoint(change.checkpoint).name
+            before = self.options.sd_model_checkpoint
+            if name != (self.model.name if self.model else None) or before != name:
+                self.switch_checkpoint(name)
+            if before != self.options.sd_model_checkpoint:
+                changed["sd_model_checkpoint"] = (before, self.options.sd_model_checkpoint)
+        for key, value in change.fields.items():
+            before = getattr(self.options, key)
+            if before != value:
+                changed[key] = (before, value)
+            setattr(self.options, key, value)
+        for key, value in change.extra.items():
+            before = self.options.extra.get(key, declared.get(key))
+            if before != value:
+                changed[key] = (before, value)
+            self.options.extra[key] = value
+        self.save_options()
+        return changed
+
+    def option_value(self, key: str):
+        """A setting's current value: Options' field, else the saved extension value, else
+        the default its extension declared (None for a name nobody declared)."""
+        if key in option_rules.defaults():
+            return getattr(self.options, key)
+        if key in self.options.extra:
+            return self.options.extra[key]
+        return getattr(self.extension_options.get(key), "default", None)
 
     # ---- extensions: the manager (install, enable, update, restart) ------------------
     @property

@@ -57,8 +57,11 @@ class OptionInfo:
 class Options:
     """`opts.name` reads Options' field, or config.json's extra value, or the default."""
 
-    def __init__(self):
-        object.__setattr__(self, "data_labels", {})  # extension settings: key -> OptionInfo
+    @property
+    def data_labels(self) -> dict:
+        """Extension settings: key -> OptionInfo. Kept by the Runtime, whose Settings tab
+        shows them and whose set_options checks their values against their defaults."""
+        return _runtime().extension_options
 
     def _known(self, options) -> set[str]:
         return {f.name for f in dataclasses.fields(options) if f.name != "extra"}
@@ -109,8 +112,8 @@ class Options:
         self.data_labels[key] = info
 
     def onchange(self, key: str, func, call: bool = True) -> None:
-        """Accepted and not called: Kiln's settings change through the API and config.json
-        rather than live controls, so there is no change event to forward yet."""
+        """Accepted and not called: settings change through Runtime.set_options (the API,
+        the Settings tab), which has no per-setting change event to forward yet."""
 
     def save(self, filename: str | None = None) -> None:
         _runtime().save_options()

@@ -23,10 +23,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from modules import conditioning, extension_git, infotext, paths, postprocessing, samplers, styles
-from modules.extensions import DISABLE_ALL_CHOICES
+from modules import conditioning, extension_git, infotext, option_rules, paths, postprocessing, samplers, styles
 from modules.models.detect import CheckpointError
-from modules.options import Options
+from modules.option_rules import OptionError
 from modules.request import GenerationRequest, RequestError
 from webui.api import models
 from webui.api.auth import basic_auth
@@ -41,8 +40,6 @@ PREFIX = "/sdapi/v1"
 HASH_BUDGET_S = 10.0  # /sd-models hashes unhashed checkpoints this long, the rest in the background
 LATENT_UPSCALE_MODES = ("Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
                         "Latent (nearest)", "Latent (nearest-exact)")
-# options the API reports but does not change: paths and the limits that protect the server
-READ_ONLY_OPTIONS = {"outdir_samples", "max_pixels", "max_steps", "max_batch_size", "max_batch_count"}
 # image.info keys png-info leaves out of "items" (as A1111)
 _IGNORED_INFO = {"parameters", "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop",
                  "background", "timestamp", "duration", "progressive", "progression", "icc_profile",
@@ -55,6 +52,8 @@ def _error_for(e: Exception, sampler_field: str = "sampler_name") -> ApiError:
         return e
     if isinstance(e, RequestError):
         return ApiError(422, e.field, e.message)
+    if isinstance(e, OptionError):
+        return ApiError(422, e.key, e.message)
     if isinstance(e, samplers.SamplerError):
         return ApiError(422, sampler_field, str(e))
     if isinstance(e, CheckpointError):
@@ -135,8 +134,11 @@ class Api:
         if isinstance(clip_skip, bool) or not isinstance(clip_skip, int):
             raise ApiError(422, "override_settings.CLIP_stop_at_last_layers", f"must be a whole number, got {clip_skip!r}")
         # per-request conditioning settings (emphasis, SDXL crop and aesthetic scores)
-        text_overrides = {key: _coerce_option(f"override_settings.{key}", override[key], field.default)
-                          for key, field in TEXT_SETTINGS.items() if key in override}
+        try:
+            text_overrides = {key: option_rules.coerce(key, override[key], field.default, f"override_settings.{key}")
+                              for key, field in TEXT_SETTINGS.items() if key in override}
+        except OptionError as e:
+            raise _error_for(e) from None
         for name in ("seed", "subseed"):
             if not -1 <= values[name] < 2**63:
                 raise ApiError(422, name, f"must be -1 (random) or a number from 0 to 2^63-1, got {values[name]}")
@@ -330,35 +332,12 @@ class Api:
         return data
 
     def set_options(self, body: dict[str, Any]) -> None:
-        rt = self.runtime
-        known = {f.name: f for f in dataclasses.fields(Options) if f.name != "extra"}
-        computed = {"sd_checkpoint_hash", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_txt2img_grids",
-                    "outdir_img2img_grids"}
-        updates: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        checkpoint = None
-        for key, value in body.items():
-            if key == "sd_model_checkpoint":
-                checkpoint = self._checkpoint(value, key)
-            elif key in READ_ONLY_OPTIONS or key in computed:
-                current = getattr(rt.options, key, None)
-                if key in READ_ONLY_OPTIONS and value != current:
-                    raise ApiError(422, key, "cannot be changed over the API (edit config.json)")
-            elif key in known:
-                updates[key] = _coerce_option(key, value, known[key].default)
-            else:
-                extra[key] = value
-        if checkpoint is not None:
-            loaded = rt.model.name if rt.model else None
-            try:
-                if checkpoint != loaded or rt.options.sd_model_checkpoint != checkpoint:
-                    rt.switch_checkpoint(checkpoint)  # through the queue; saves the choice
-            except Exception as e:
-                raise _error_for(e) from None
-        for key, value in updates.items():
-            setattr(rt.options, key, value)
-        rt.options.extra.update(extra)
-        rt.save_options()
+        """Checked, applied and saved by the runtime, as the Settings tab does (422 for a bad
+        value or a read-only one, 404 for a checkpoint that is not there)."""
+        try:
+            self.runtime.set_options(body)
+        except Exception as e:
+            raise _error_for(e) from None
         return None
 
     def cmd_flags(self) -> dict:
@@ -540,44 +519,6 @@ class Api:
             if names:
                 parameters.update({"Prompt": prompt, "Negative prompt": negative, "Styles array": names})
         return {"info": text, "items": items, "parameters": parameters}
-
-
-def _coerce_option(key: str, value: Any, default: Any) -> Any:
-    """A value for option `key` of the type of its default, or a 422."""
-    if key == "disabled_extensions":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ApiError(422, key, f"must be a list of extension names, got {value!r}")
-        return value
-    if key == "disable_all_extensions" and value not in DISABLE_ALL_CHOICES:
-        raise ApiError(422, key, f"must be one of {', '.join(DISABLE_ALL_CHOICES)}, got {value!r}")
-    kind = type(default)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ApiError(422, key, f"must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ApiError(422, key, f"must be a whole number, got {value!r}")
-        if key == "show_progress_every_n_steps" and value < 0:
-            raise ApiError(422, key, f"must be 0 (off) or more, got {value}")
-        if key == "CLIP_stop_at_last_layers" and not 1 <= value <= 12:
-            raise ApiError(422, key, f"must be between 1 and 12, got {value}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ApiError(422, key, f"must be a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ApiError(422, key, f"must be text, got {value!r}")
-        if key == "default_prediction_type" and value not in ("epsilon", "v_prediction"):
-            raise ApiError(422, key, f"must be 'epsilon' or 'v_prediction', got {value!r}")
-        if key.endswith("emphasis") and value not in conditioning.EMPHASIS_MODES:
-            raise ApiError(422, key, f"must be one of {', '.join(conditioning.EMPHASIS_MODES)}, got {value!r}")
-        return value
-    return value
 
 
 def install(app: FastAPI, runtime, args=None, credentials: list[tuple[str, str]] | None = None) -> Api:
