@@ -7,7 +7,7 @@ import gradio as gr
 
 from modules.models.detect import CheckpointError
 from modules.runtime import DEMO_CHECKPOINT
-from webui.ui import extensions, generation, png_info
+from webui.ui import extensions, generation, png_info, settings
 from webui.ui import styles as styles_ui
 from webui.ui.common import GPU, user_error
 
@@ -41,6 +41,9 @@ def create(runtime) -> gr.Blocks:
                         blocks.render()
                 except Exception:
                     runtime.extension_errors.report("", f"on_ui_tabs tab {title!r}")
+            with gr.Tab("Settings", id="settings"):
+                # the tab also loads and saves the quick settings at the top
+                settings.build(runtime, demo, {"CLIP_stop_at_last_layers": clip_skip})
             with gr.Tab("Extensions", id="extensions"):
                 extensions.build(runtime)
         styles_ui.wire(runtime, list(built.values()), demo)
@@ -78,19 +81,9 @@ def create(runtime) -> gr.Blocks:
 
         outputs = [checkpoint, note] + sizes
         demo.load(on_load, None, outputs, queue=False, api_name=False)
-        demo.load(lambda: runtime.options.CLIP_stop_at_last_layers, None, clip_skip, queue=False, api_name=False)
-        clip_skip.input(_save_clip_skip(runtime), clip_skip, None, queue=False, api_name=False)
         checkpoint.input(on_change, checkpoint, outputs, concurrency_id=GPU, api_name="switch_checkpoint")
         refresh.click(lambda: gr.update(choices=titles()), None, checkpoint, queue=False, api_name=False)
     return demo
-
-
-def _save_clip_skip(runtime):
-    """Keep the choice as A1111's setting (it is also the API's default)."""
-    def save(value):
-        runtime.options.CLIP_stop_at_last_layers = int(value or 1)
-        runtime.save_options()
-    return save
 
 
 def _sender(target: str):
