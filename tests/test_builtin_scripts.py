@@ -3,7 +3,10 @@ written against the public script API, through the engine and the API."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +221,25 @@ def test_api_xyz_plot_and_bad_values(client):
         "prompt": "a red circle", **SMALL, "script_name": "x/y/z plot",
         "script_args": ["Sampler", "Wobbly", []]})
     assert r.status_code == 422 and "Unknown sampler 'Wobbly'" in r.json()["detail"]
+
+
+def test_builtin_scripts_load_without_importing_gradio(tmp_path):
+    """An engine-only run (the API with --nowebui, evaluation, benchmarks) loads the
+    built-in scripts without paying for gradio: they import it in ui()."""
+    code = (
+        "import json, sys, torch\n"
+        "from pathlib import Path\n"
+        "from modules.devices import DeviceConfig\n"
+        "from modules.runtime import Runtime, RuntimeConfig\n"
+        f"rt = Runtime(RuntimeConfig(data_dir=Path({str(tmp_path)!r}), "
+        "device=DeviceConfig(torch.device('cpu'), torch.float32, 'sdpa')))\n"
+        "print(json.dumps({'scripts': sorted(s.name for s in rt.scripts.scripts[False]),"
+        " 'gradio': 'gradio' in sys.modules}))\n"
+        "rt.jobs.shutdown(wait=True, timeout=10)\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"x/y/z plot", "prompt matrix", "prompts from file or textbox"} <= set(loaded["scripts"])
+    assert loaded["gradio"] is False

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import gradio as gr
-
 from modules import images, scripts
 from modules.processing import fix_seed, process_images
 from modules.shared import opts, state
@@ -34,6 +32,8 @@ class Script(scripts.Script):
         return "Prompt matrix"
 
     def ui(self, is_img2img):
+        import gradio as gr  # here, not at the top: the engine alone (API, benchmarks) never pays for it
+
         gr.HTML("<p>Split the prompt with <code>|</code>: the first part is in every image, the others in "
                 "every combination.</p>")
         with gr.Row():

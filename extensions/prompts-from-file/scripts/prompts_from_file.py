@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import shlex
 
-import gradio as gr
-
 from modules import scripts
 from modules.processing import Processed, fix_seed, process_images
 from modules.request import RequestError
@@ -80,6 +78,8 @@ class Script(scripts.Script):
         return "Prompts from file or textbox"
 
     def ui(self, is_img2img):
+        import gradio as gr  # here, not at the top: the engine alone (API, benchmarks) never pays for it
+
         checkbox_iterate = gr.Checkbox(label="Iterate seed every line", value=False,
                                        elem_id=self.elem_id("checkbox_iterate"))
         checkbox_iterate_batch = gr.Checkbox(label="Use same random seed for all lines", value=False,

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import gradio as gr
 import numpy as np
 
 from modules import images, samplers, scripts
@@ -177,6 +176,8 @@ class Script(scripts.Script):
         return True
 
     def ui(self, is_img2img):
+        import gradio as gr  # here, not at the top: the engine alone (API, benchmarks) never pays for it
+
         labels = [a.label for a in axes_for(is_img2img)]
         fields = []
         for axis_name, default in (("x", 1), ("y", 0), ("z", 0)):
