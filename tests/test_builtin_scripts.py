@@ -2,6 +2,8 @@
 written against the public script API, through the engine and the API."""
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import subprocess
@@ -111,11 +113,54 @@ def test_xyz_only_the_grid_without_sub_images(runtime):
     (xyz_args("Prompt S/R", "green, blue"), "did not find 'green'"),
     (xyz_args("Flavour", "1"), "unknown axis 'Flavour'"),
     (xyz_args("Checkpoint name", "no-such-model"), "checkpoint not found"),
+    (xyz_args("Eta", "0, 1"), "axis 'Eta' is not supported by Kiln"),  # A1111's, but Kiln's sampler has no eta
+    (xyz_args("Denoising", "0.5"), "axis 'Denoising' is not supported by Kiln in txt2img"),  # no hires. fix
+    (xyz_args("Size", "64x64, 60x64"), "Size '60x64': must be a positive multiple of 8"),
+    (xyz_args("Size", "64 by 64"), "Size '64 by 64' is not WIDTHxHEIGHT"),
+    (xyz_args("Prompt order", "red, green"), "Prompt order did not find 'green'"),
 ])
 def test_xyz_bad_values_are_request_errors(runtime, args, message):
     with pytest.raises(RequestError, match=message):
         runtime.generate(GenerationRequest(prompt="a red circle", seed=1, **SMALL, script_name="X/Y/Z plot",
                                            script_args=args))
+
+
+def test_xyz_prompt_order_and_size_axes(runtime):
+    result = runtime.generate(GenerationRequest(
+        prompt="a red circle, blue background", seed=3, **SMALL, script_name="X/Y/Z plot",
+        script_args=xyz_args("Prompt order", "red, blue", "Size", "64x64, 64x128")))
+    params = [infotext.parse_infotext(t) for t in result.infotexts[1:]]
+    # the listed tokens trade places in the prompt: every order, x fastest
+    assert [p["Prompt"] for p in params] == ["a red circle, blue background", "a blue circle, red background"] * 2
+    assert [(p["Size-1"], p["Size-2"]) for p in params] == [("64", "64")] * 2 + [("64", "128")] * 2
+    assert [im.size for im in result.images[1:]] == [(64, 64)] * 2 + [(64, 128)] * 2
+    grid = infotext.parse_infotext(result.infotexts[0])
+    assert grid["X Type"] == "Prompt order" and grid["X Values"] == "red, blue"
+    assert grid["Y Type"] == "Size" and grid["Y Values"] == "64x64, 64x128"
+    # every row as tall as the tallest picture: the 64x64 ones sit centred in 64x128 tiles
+    picture = result.images[0]
+    assert picture.width - 2 * 64 > 0 and picture.height - 2 * 128 > 0
+    left, top = picture.width - 2 * 64, picture.height - 2 * 128
+    tile = pixels(picture.crop((left, top, left + 64, top + 128)))
+    assert (tile[:32] == 255).all() and (tile[-32:] == 255).all()
+    assert np.array_equal(tile[32:96], pixels(result.images[1]))
+
+
+def test_xyz_ui_sends_labels_that_pick_the_same_axes_as_a1111_indices(runtime):
+    import gradio as gr
+
+    mod = module_of(runtime, "X/Y/Z plot")
+    for is_img2img in (False, True):
+        script = runtime.scripts.find("X/Y/Z plot", is_img2img)
+        with gr.Blocks():
+            x_type = script.ui(is_img2img)[0]
+        labels = [c[0] if isinstance(c, (list, tuple)) else c for c in x_type.choices]
+        assert labels[0] == "Nothing" and ("Denoising" in labels) == is_img2img
+        a1111 = mod.a1111_labels(is_img2img)
+        for label in labels:
+            # what the page sends for a choice picks that axis, and A1111's index for it too
+            assert mod.find_axis(x_type.preprocess(label), is_img2img).label == label
+            assert mod.find_axis(a1111.index(label), is_img2img).label == label
 
 
 def test_xyz_checkpoint_axis_switches_and_restores(runtime):
@@ -221,6 +266,57 @@ def test_api_xyz_plot_and_bad_values(client):
         "prompt": "a red circle", **SMALL, "script_name": "x/y/z plot",
         "script_args": ["Sampler", "Wobbly", []]})
     assert r.status_code == 422 and "Unknown sampler 'Wobbly'" in r.json()["detail"]
+
+
+def b64png(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_api_xyz_a1111_axis_indices_txt2img(client):
+    # A1111 1.10's txt2img list: 4 Steps, 5 Hires steps, 6 CFG Scale (Kiln's own list has no Hires steps)
+    r = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "seed": 1, **SMALL, "script_name": "x/y/z plot",
+        "script_args": [4, "1, 3", [], 6, "3, 7", [], 0, "", [], True, True]})
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    params = [infotext.parse_infotext(t) for t in info["infotexts"][1:]]
+    assert [p["Steps"] for p in params] == ["1", "3", "1", "3"]
+    assert [p["CFG scale"] for p in params] == ["3", "3", "7", "7"]
+    grid = infotext.parse_infotext(info["infotexts"][0])
+    assert grid["X Type"] == "Steps" and grid["Y Type"] == "CFG Scale"
+
+
+@pytest.mark.parametrize("x_type,message", [
+    (5, "X/Y/Z plot: axis 'Hires steps' is not supported by Kiln"),
+    (25, "X/Y/Z plot: axis 'Denoising' is not supported by Kiln in txt2img"),
+    ("Sigma Churn", "X/Y/Z plot: axis 'Sigma Churn' is not supported by Kiln"),
+    (42, "axis index 42 is out of range: A1111's txt2img axes are 0-41"),
+    (-1, "axis index -1 is out of range"),
+])
+def test_api_xyz_unsupported_a1111_axis_is_422_naming_it(client, x_type, message):
+    r = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "seed": 1, **SMALL, "script_name": "x/y/z plot",
+        "script_args": [x_type, "1, 2", [], 0, "", []]})
+    assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+
+def test_api_xyz_a1111_axis_indices_img2img(client):
+    # A1111 1.10's img2img list differs from txt2img's: 5 CFG Scale, 6 Image CFG Scale, 24 Denoising
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+    r = client.post("/sdapi/v1/img2img", json={
+        "prompt": "a red circle", "seed": 1, **SMALL, "init_images": [b64png(init)],
+        "script_name": "x/y/z plot", "script_args": [24, "0.25, 0.75", [], 5, "2, 6", [], 0, "", [], True, True]})
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    params = [infotext.parse_infotext(t) for t in info["infotexts"][1:]]
+    assert [p["Denoising strength"] for p in params] == ["0.25", "0.75", "0.25", "0.75"]
+    assert [p["CFG scale"] for p in params] == ["2", "2", "6", "6"]
+    r = client.post("/sdapi/v1/img2img", json={
+        "prompt": "a red circle", "seed": 1, **SMALL, "init_images": [b64png(init)],
+        "script_name": "x/y/z plot", "script_args": [6, "1, 2", []]})
+    assert r.status_code == 422 and "axis 'Image CFG Scale' is not supported by Kiln" in r.json()["detail"]
 
 
 def test_builtin_scripts_load_without_importing_gradio(tmp_path):
