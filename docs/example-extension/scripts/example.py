@@ -4,7 +4,6 @@ image (when ticked), and a tab that shows how many images it framed.
 Copy this folder into extensions/ (or <data-dir>/extensions/, or use the Extensions tab's
 "Install from URL" with this folder's full path), then Apply and restart UI.
 """
-import gradio as gr
 from PIL import ImageDraw
 
 from modules import script_callbacks, scripts, shared
@@ -21,6 +20,8 @@ class FrameScript(scripts.Script):
         return scripts.AlwaysVisible  # on every generation, in txt2img, img2img and inpaint
 
     def ui(self, is_img2img):
+        import gradio as gr  # here, not at the top: engine-only runs load scripts without the UI
+
         # the values of these components arrive as the hooks' extra arguments, in this order
         enabled = gr.Checkbox(label="Draw a frame", value=False, elem_id=self.elem_id("enabled"))
         colour = gr.Dropdown(list(COLOURS), value="red", label="Colour", elem_id=self.elem_id("colour"))
@@ -48,6 +49,8 @@ def count_text():
 
 
 def on_ui_tabs():
+    import gradio as gr  # only the web UI calls this
+
     with gr.Blocks(analytics_enabled=False) as tab:
         gr.Markdown("Tick **Draw a frame** in the *Example frame* section of txt2img, then generate.")
         count = gr.Markdown(count_text(), elem_id="kiln_example_count")
