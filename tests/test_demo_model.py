@@ -46,12 +46,14 @@ def test_demo_is_the_default_and_sets_the_native_size(runtime):
 
 
 def test_prompts_are_followed(runtime):
-    """Thresholds sit below what the shipped model scores on the full evaluation, far above
-    chance (1/8 for colours, 1/3 for shapes): a broken tokenizer, loader or sampler fails."""
+    """Thresholds sit below what the shipped model scores (this sample: colour 95%,
+    background 100%, shape 45%), far above chance for colours (1/8): a broken tokenizer,
+    loader or sampler fails. Position is not asserted: the model does not follow it yet."""
     score = evaluate(runtime, prompts=10, seeds=2, seed=77)
     print(score)
-    assert score.colour >= 0.6
-    assert score.shape >= 0.45
+    assert score.colour >= 0.85
+    assert score.background >= 0.85
+    assert score.shape >= 0.4
 
 
 def test_colour_word_changes_the_picture(runtime):
@@ -62,8 +64,8 @@ def test_colour_word_changes_the_picture(runtime):
                              minlength=len(COLOURS))
         return counts
     names = sorted(COLOURS)
-    red = mostly("a large red square in the centre")
-    green = mostly("a large green square in the centre")
+    red = mostly("a large red square in the centre on a white background")
+    green = mostly("a large green square in the centre on a white background")
     assert red[names.index("red")] > green[names.index("red")]
     assert green[names.index("green")] > red[names.index("green")]
 
@@ -96,3 +98,19 @@ def test_the_evaluations_classifier_reads_the_training_pictures_right():
     assert all(g.background == s.background for g, s in zip(got, scenes))
     assert all(g.position == s.position for g, s in zip(got, scenes))
     assert sum(g.shape == s.shape for g, s in zip(got, scenes)) >= 0.97 * len(scenes)
+
+
+def test_training_noise_hides_the_picture_mean_that_plain_noise_leaks():
+    """The demo model learns the background from the prompt only if the noisy input at
+    t=999 no longer tells it: multiscale training noise keeps unit variance per value but
+    its per-image mean varies several times more than white noise's (1/16 on 16x16)."""
+    from modules.training.train import multiscale_noise
+
+    g = torch.Generator().manual_seed(0)
+    noise = multiscale_noise((512, 4, 16, 16), 0.5, g)
+    white = torch.randn((512, 4, 16, 16), generator=g)
+    assert abs(noise.std().item() - 1) < 0.02
+    assert noise.mean((2, 3)).std().item() > 4 * white.mean((2, 3)).std().item()
+    # and the quadrants' means, which would give away the shape's position
+    quadrants = lambda x: x.unfold(2, 8, 8).unfold(3, 8, 8).mean((-1, -2))
+    assert quadrants(noise).std().item() > 3 * quadrants(white).std().item()

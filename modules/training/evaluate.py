@@ -11,6 +11,7 @@ import argparse
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from modules.request import GenerationRequest
 from modules.training.shapes_world import Scene, classify, random_scene
@@ -83,12 +84,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--sampler", default="Euler a")
     ap.add_argument("--cfg", type=float, default=7.0)
-    ap.add_argument("--ckpt", default="kiln-demo-shapes.safetensors")
+    ap.add_argument("--ckpt", default="kiln-demo-shapes.safetensors",
+                    help="a checkpoint's name, or the path of a file anywhere (a model being trained)")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    runtime = Runtime(RuntimeConfig(data_dir=REPO_ROOT, device=choose(), ckpt=args.ckpt))
+    path = Path(args.ckpt)
+    folders = [path.resolve().parent] if path.is_file() else []
+    runtime = Runtime(RuntimeConfig(data_dir=REPO_ROOT, device=choose(), ckpt=path.name if folders else args.ckpt,
+                                    ckpt_dirs=folders))
     runtime.load_model()
     print(evaluate(runtime, args.prompts, args.seeds, args.seed, args.steps, args.sampler, args.cfg))
 

@@ -48,7 +48,7 @@ class Scene:
         if keep(0.5):
             words.append(self.size)
         words += [self.colour, self.shape]
-        if keep(0.6):
+        if keep(0.8):  # position is the hardest binding to learn: name it more often
             words.append(self.position)
         if keep(0.6):
             words += ["on a", self.background, "background"]

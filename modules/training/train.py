@@ -108,6 +108,32 @@ def fold_latent_scale(vae, images) -> torch.Tensor:
     return means * k
 
 
+def multiscale_noise(shape, low_weight: float, generator=None) -> torch.Tensor:
+    """Unit-variance training noise with extra energy at every coarser scale (the latent's
+    own size, then halves down to one value per channel).
+
+    SD1's schedule never reaches zero signal: at t=999, 7% of the latent is still image. On
+    a 16x16 latent the mean of the noisy input then gives the background colour away, and
+    the quadrant means give the shape's position. A model trained on white noise learns to
+    read them there instead of from the prompt, and at inference, where the input is pure
+    noise, the seed picks the background (seen on the first shipped model: background right
+    37% of the time, 12.5% being chance). Noise that is strong at coarse scales hides that
+    leak, so the prompt is the only place left to learn the layout from (the idea behind
+    "offset noise"); the samplers are unchanged, they start from plain Gaussian noise."""
+    b, c, h, w = shape
+    noise = torch.randn(shape, generator=generator)
+    variance = 1.0
+    size = h // 2
+    while True:
+        coarse = torch.randn((b, c, max(size, 1), max(size, 1)), generator=generator)
+        noise += low_weight * F.interpolate(coarse, size=(h, w), mode="nearest")
+        variance += low_weight ** 2
+        if size <= 1:
+            break
+        size //= 2
+    return noise / math.sqrt(variance)
+
+
 def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state, save):
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
@@ -121,14 +147,25 @@ def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state,
     alphas_cumprod = torch.cumprod(1 - betas, 0)
     start = state.get("unet_step", 0)
     n = latents.shape[0]
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="unet")
+    total = args.steps + args.refine_steps
+    low_noise, noise_gen = args.low_noise, None
+    bar = tqdm(range(start, total), initial=start, total=total, desc="unet")
     for step in bar:
+        if step == args.steps or step == start > args.steps:
+            # the refining phase: weaker coarse noise (see multiscale_noise) at the last
+            # learning rate, with a faster EMA so the result is the refined weights. Its
+            # random draws are seeded here, so a run resumed at this step ends the same
+            rng = np.random.default_rng([args.seed, args.vae_steps, step])
+            py_rng = random.Random(args.seed + step)
+            noise_gen = torch.Generator().manual_seed(args.seed + step)
+            low_noise = args.refine_low_noise
+            ema_unet.decay = ema_text.decay = args.refine_ema
         idx = rng.integers(0, n, args.batch)
         captions = ["" if py_rng.random() < 0.1 else scenes[i].caption(py_rng) for i in idx]
         ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         x0 = latents[idx] * SD1_LATENT_SCALE
         t = torch.from_numpy(rng.integers(0, 1000, args.batch))
-        noise = torch.randn_like(x0)
+        noise = multiscale_noise(x0.shape, low_noise, noise_gen) if low_noise else torch.randn_like(x0)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text(ids).last_hidden_state
@@ -141,7 +178,7 @@ def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state,
         ema_unet.update(unet, step)
         ema_text.update(text, step)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % 250 == 0 or step + 1 == args.steps:
+        if (step + 1) % 250 == 0 or step + 1 in (args.steps, total):
             save(unet_step=step + 1, unet_opt=opt.state_dict(), unet_sched=sched.state_dict(),
                  ema_unet=ema_unet.shadow, ema_text=ema_text.shadow)
     return ema_unet.shadow, ema_text.shadow
@@ -187,6 +224,12 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--low-noise", type=float, default=0.5,
+                    help="weight of the extra noise at each coarser scale (0: plain white noise)")
+    ap.add_argument("--refine-steps", type=int, default=800,
+                    help="steps after --steps with --refine-low-noise: cleaner shapes, prompt binding kept")
+    ap.add_argument("--refine-low-noise", type=float, default=0.2)
+    ap.add_argument("--refine-ema", type=float, default=0.995)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--export-only", action="store_true",
                     help="write the checkpoint from the saved state's EMA weights now (an unfinished run is marked so)")
@@ -200,13 +243,17 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     recipe = {"command": "python -m modules.training.train " + shlex.join(sys.argv[1:] if argv is None else argv),
               "seed": args.seed, "vae_steps": args.vae_steps, "steps": args.steps, "batch": args.batch,
-              "images": args.images, "resolution": args.resolution, "data_version": DATA_VERSION}
+              "images": args.images, "resolution": args.resolution, "data_version": DATA_VERSION,
+              "low_noise": args.low_noise, "refine_steps": args.refine_steps,
+              "refine_low_noise": args.refine_low_noise, "refine_ema": args.refine_ema}
     # what each phase's result depends on (the command line itself may differ, e.g. --threads)
     vae_recipe = json.dumps({k: recipe[k] for k in ("seed", "images", "resolution", "data_version", "vae_steps")}
                             | {"vae_batch": args.vae_batch}, sort_keys=True)
     # --steps is the total: raising it continues a finished or interrupted run
-    unet_recipe = json.dumps({k: v for k, v in recipe.items() if k not in ("command", "steps")}
-                             | {"lr": args.lr, "ema": args.ema}, sort_keys=True)
+    # the refining phase comes after --steps, so a state saved up to there serves any refining
+    unet_recipe = json.dumps({k: v for k, v in recipe.items()
+                              if k not in ("command", "steps", "refine_steps", "refine_low_noise", "refine_ema")}
+                             | {"lr": args.lr, "ema": args.ema, "low_noise": args.low_noise}, sort_keys=True)
     state_file = work / "state.pt"
     torch.manual_seed(args.seed)
     text, vae, unet = build_models(args.resolution)
@@ -237,7 +284,7 @@ def main(argv=None):
             sys.exit("no UNet training state to export yet")
         recipe["steps_completed"] = state["unet_step"]
         export(Path(args.out), state["ema_text"], vae, state["ema_unet"], unet.config, recipe)
-        print(f"wrote {args.out} from step {state['unet_step']} of {args.steps}")
+        print(f"wrote {args.out} from step {state['unet_step']} of {args.steps + args.refine_steps}")
         return
     t0 = time.time()
     images, scenes = generate(args.images, args.resolution, args.seed)
@@ -255,7 +302,7 @@ def main(argv=None):
         latents = torch.cat([vae.encode(to_tensor(images[i:i + 256])).latent_dist.mean for i in range(0, len(images), 256)])
     tokenizer = load_clip_tokenizer(str(work))
     unet_sd, text_sd = train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state, save)
-    recipe["steps_completed"] = args.steps
+    recipe["steps_completed"] = args.steps + args.refine_steps
     export(Path(args.out), text_sd, vae, unet_sd, unet.config, recipe)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f}s")
 
