@@ -3,6 +3,7 @@
     python3 -m modules.benchmark                 # GPU: SD1.5 and SDXL, full size, random weights
     python3 -m modules.benchmark --cpu-small     # CPU (automatic without CUDA): demo + tiny SD1
     python3 -m modules.benchmark --switching     # RSS over 10 checkpoint switches
+    python3 -m modules.benchmark --threads-sweep # CPU: 1 thread against all, by job size
 
 Nothing is downloaded: the checkpoints are built from the published architectures with
 random weights (modules/models/synthetic.py, so the FLOPs are the real ones), written in
@@ -152,7 +153,8 @@ def diffusers_pipeline(model: LoadedModel):
 
 # ---- one measurement per engine ----------------------------------------------------
 
-def kiln_run(model: LoadedModel, size: tuple[int, int], steps: int, batch: int, outdir: Path, per_step: bool):
+def kiln_run(model: LoadedModel, size: tuple[int, int], steps: int, batch: int, outdir: Path, per_step: bool,
+             auto_threads: bool = True):
     """Kiln's txt2img (processing.generate, images not saved). Returns (step it/s, seconds)."""
     clock = Clock(model.device)
     control = processing.JobControl(on_step=(lambda *_: clock.mark()) if per_step else None)
@@ -160,7 +162,7 @@ def kiln_run(model: LoadedModel, size: tuple[int, int], steps: int, batch: int, 
                                 cfg_scale=7.0, width=size[0], height=size[1], seed=1, batch_size=batch,
                                 save_images=False)
     clock.mark()
-    processing.generate(model, request, outdir=outdir, control=control, save_grid=False)
+    processing.generate(model, request, outdir=outdir, control=control, save_grid=False, auto_threads=auto_threads)
     clock.mark()
     total = clock.seconds(0, -1)
     its = (steps - 1) / clock.seconds(1, -2) if per_step and steps > 1 else None
@@ -266,6 +268,39 @@ def table(rows: list[Row], device_name: str) -> str:
     return "\n".join(out)
 
 
+def threads_sweep(cache: Path, models: list[str], sizes: list[int] | None, batches=(1, 2, 4), steps: int = 20,
+                  runs: int = 3) -> str:
+    """Seconds per image on 1 thread and on all of them, by job size (UNet parameters x
+    images per UNet call x latent positions), with the automatic choice off: where one
+    thread starts to lose sets devices.SMALL_CPU_JOB."""
+    threads = torch.get_num_threads()
+    lines = [f"| model | size | batch | work | 1 thread s/image | {threads} threads s/image | auto picks |",
+             "|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    with tempfile.TemporaryDirectory() as outdir:
+        for name in models:
+            model, _ = load(checkpoint_for(name, cache), Setting("fp32 sdpa"), torch.device("cpu"), cache)
+            params = sum(p.numel() for p in model.unet.parameters())
+            native = (DEFAULT_SIZE.get(name) or model.info.native_size)[0]
+            for side in sizes or [native, native * 2]:
+                for batch in batches:
+                    work = params * 2 * batch * (side // model.vae_scale_factor) ** 2
+                    seconds = {}
+                    for n in (1, threads):
+                        torch.set_num_threads(n)
+                        kiln_run(model, (side, side), steps, batch, Path(outdir), False, auto_threads=False)
+                        seconds[n] = statistics.median(
+                            kiln_run(model, (side, side), steps, batch, Path(outdir), False, auto_threads=False)[1]
+                            for _ in range(runs)) / batch
+                    torch.set_num_threads(threads)
+                    auto = 1 if work < devices.SMALL_CPU_JOB else threads
+                    lines.append(f"| {name} | {side} | {batch} | {work:.2e} | {seconds[1]:.3f} | "
+                                 f"{seconds[threads]:.3f} | {auto} |")
+                    print(lines[-1], flush=True)  # row by row: the big sizes take minutes
+            del model
+    return "\n".join(lines)
+
+
 def rss_mb() -> float:
     """Resident set size of this process (psutil when installed, else /proc)."""
     try:
@@ -354,6 +389,8 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], str]:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--startup", action="store_true", help="only: seconds from launch.py to the page and first image")
     p.add_argument("--checkpoint-cache", type=int, default=0, help="sd_checkpoint_cache for --switching")
+    p.add_argument("--threads-sweep", action="store_true",
+                   help="only: CPU seconds per image on 1 thread and on all, by job size (models: demo, tiny-sd1)")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -368,6 +405,10 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], str]:
     device = torch.device("cuda" if cuda else "cpu")
     cache = Path(args.cache or Path(tempfile.gettempdir()) / "kiln-bench")
     cache.mkdir(parents=True, exist_ok=True)
+    if args.threads_sweep:
+        report = threads_sweep(cache, args.models or ["demo", "tiny-sd1"], [args.size] if args.size else None,
+                               steps=args.steps, runs=args.runs)
+        return [], report
     models = args.models or (["sd15", "sdxl"] if cuda else ["demo", "tiny-sd1"])
     settings = gpu_settings() if cuda else cpu_settings()
     if args.settings:

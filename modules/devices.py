@@ -1,6 +1,7 @@
 """Device, dtype and attention backend: chosen once from the flags, logged, shown."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -83,3 +84,31 @@ def optimize(model, *, channels_last: bool = False, compile: bool = False) -> No
         else:
             model.unet.compile()  # nn.Module.compile: compiles forward in place, same object
             model.vae.decoder.compile()
+
+
+# Below this much work per UNet call (parameters x images x latent positions), one CPU
+# thread samples faster than several: each op is too small to split, and the threads'
+# hand-offs cost more than they save. The demo model at 64x64 (3.9M parameters, 2e9 per
+# image) takes 0.48 s for one image on 1 thread against 0.77 s on 2 of this 2-core CPU.
+# `python -m modules.benchmark --threads-sweep` prints both counts by size to move it.
+SMALL_CPU_JOB = 1.5e10
+
+
+@contextlib.contextmanager
+def cpu_threads_for(model, images: int, latent_positions: int, enabled: bool = True):
+    """Run a small CPU job on one thread, anything else as configured. torch's thread
+    count is process-wide; that is safe here because one job runs at a time (the job
+    queue's lock), and the old count is put back afterwards."""
+    if not enabled or model.device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    work = sum(p.numel() for p in model.unet.parameters()) * images * latent_positions
+    if work >= SMALL_CPU_JOB:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import conditioning, extra_networks, images, img2img, infotext, memory, samplers
+from modules import conditioning, devices, extra_networks, images, img2img, infotext, memory, samplers
 from modules import prompts as prompt_syntax
 from modules.request import GenerationRequest, RequestError
 
@@ -152,16 +152,17 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
            width: int, height: int, image_cond: torch.Tensor | None = None,
            init: InitLatents | None = None,
            settings: conditioning.TextSettings = conditioning.TextSettings(),
-           hooks: Hooks | None = None) -> torch.Tensor:
+           hooks: Hooks | None = None, auto_threads: bool = True) -> torch.Tensor:
     """The denoising loop: noise (txt2img) or noised init latents (img2img) -> latents,
     with CFG and a callback per step. `image_cond` (mask + masked-image latent) feeds the
     extra input channels of inpainting models. `cond` is a conditioning.Scheduled or, for
     AND, a conditioning.Composable: every sub-prompt and the negative go through the UNet
-    in one batch, combined as uncond + sum_i w_i * cfg * (cond_i - uncond) (A1111)."""
+    in one batch, combined as uncond + sum_i w_i * cfg * (cond_i - uncond) (A1111).
+    `auto_threads`: a small CPU job runs on one thread (devices.cpu_threads_for)."""
     if isinstance(cond, conditioning.Scheduled):
         cond = conditioning.Composable([(1.0, cond)])
     denoise = float(request.denoising_strength) if init is not None else 1.0
-    device, dtype = model.device, model.dtype
+    device = model.device
     # on CUDA, latents and the scheduler's math stay on the GPU: no host-device sync per
     # step (previews sync only every N steps). On the CPU nothing moves (seeds' results
     # are those of the CPU reference).
@@ -177,6 +178,17 @@ def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, c
         latents = noise * sch.init_noise_sigma
     else:
         latents = samplers.noise_latents(sch, init.latents, noise)
+    with devices.cpu_threads_for(model, 2 * n, latents.shape[-2] * latents.shape[-1], auto_threads):
+        return _denoise(model, request, sch, latents, noise, generators, cond, uncond, control, width, height,
+                        image_cond, init, settings, hooks)
+
+
+def _denoise(model, request: GenerationRequest, sch, latents: torch.Tensor, noise: torch.Tensor, generators, cond,
+             uncond, control: JobControl, width: int, height: int, image_cond: torch.Tensor | None,
+             init: InitLatents | None, settings: conditioning.TextSettings, hooks: Hooks | None) -> torch.Tensor:
+    """sample()'s loop over the scheduler's timesteps."""
+    device, dtype = model.device, model.dtype
+    n = noise.shape[0]
     timesteps = sch.timesteps
     total = len(timesteps)
     current = None  # the conditionings the batched context was built from
@@ -367,11 +379,13 @@ def _settings_infotext(request: GenerationRequest, settings: conditioning.TextSe
 
 def generate(model, request: GenerationRequest, *, outdir: Path, control: JobControl | None = None,
              save_grid: bool = True, settings: conditioning.TextSettings = conditioning.TextSettings(),
-             networks: extra_networks.Networks | None = None, hooks: Hooks | None = None) -> GenerationResult:
+             networks: extra_networks.Networks | None = None, hooks: Hooks | None = None,
+             auto_threads: bool = True) -> GenerationResult:
     """Run a txt2img or img2img request on a loaded model; save every image before
     returning. `settings`: the runtime's conditioning options (emphasis, SDXL crop...);
     `networks`: the LoRA/embedding folders the prompt's names refer to; `hooks`: the
-    extensions' (modules/scripts.py)."""
+    extensions' (modules/scripts.py); `auto_threads`: see sample() (the benchmark
+    turns it off to time both thread counts)."""
     control = control or JobControl()
     hooks = hooks or Hooks()
     started = time.time()
@@ -431,11 +445,13 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
                 if is_img2img:
                     run = prepared.part(a, b)
                     latents = sample(model, request, noise[a:b], gens[a:b], cond, uncond, control, width, height,
-                                     run.image_cond, run.init, settings=settings, hooks=hooks)
+                                     run.image_cond, run.init, settings=settings, hooks=hooks,
+                                     auto_threads=auto_threads)
                     outputs += finish_img2img(run, decode(model, latents))
                 else:
                     latents = sample(model, request, noise[a:b], gens[a:b], cond, uncond, control, width, height,
-                                     txt2img_image_cond(model, b - a, width, height), settings=settings, hooks=hooks)
+                                     txt2img_image_cond(model, b - a, width, height), settings=settings, hooks=hooks,
+                                     auto_threads=auto_threads)
                     outputs += decode(model, latents)
         outputs = hooks.batch_done(info, outputs)
         for img, s, ss, pos, neg in zip(outputs, seeds, subseeds, info.prompts, info.negative_prompts):

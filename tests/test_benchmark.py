@@ -19,3 +19,13 @@ def test_benchmark_prints_a_row_per_setting_and_engine(tmp_path, capsys):
     assert "UNet it/s b1" in printed and "s/image" in printed
     assert printed.count("| tiny-sd1 |") == len(rows)
     assert "Kiln s/image" in report
+
+
+def test_threads_sweep_times_one_thread_against_all(tmp_path, capsys):
+    _, report = benchmark.main(["--threads-sweep", "--models", "tiny-sd1", "--size", "32", "--steps", "2",
+                                "--runs", "1", "--cache", str(tmp_path)])
+    rows = [line for line in report.splitlines() if line.startswith("| tiny-sd1 |")]
+    assert len(rows) == 3  # batch 1, 2, 4
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[4]) > 0 and float(cells[5]) > 0  # both thread counts were timed
