@@ -280,11 +280,10 @@ def threads_sweep(cache: Path, models: list[str], sizes: list[int] | None, batch
     with tempfile.TemporaryDirectory() as outdir:
         for name in models:
             model, _ = load(checkpoint_for(name, cache), Setting("fp32 sdpa"), torch.device("cpu"), cache)
-            params = sum(p.numel() for p in model.unet.parameters())
             native = (DEFAULT_SIZE.get(name) or model.info.native_size)[0]
             for side in sizes or [native, native * 2]:
                 for batch in batches:
-                    work = params * 2 * batch * (side // model.vae_scale_factor) ** 2
+                    work = devices.unet_work(model, 2 * batch, (side // model.vae_scale_factor) ** 2)
                     seconds = {}
                     for n in (1, threads):
                         torch.set_num_threads(n)

@@ -94,6 +94,11 @@ def optimize(model, *, channels_last: bool = False, compile: bool = False) -> No
 SMALL_CPU_JOB = 1.5e10
 
 
+def unet_work(model, images: int, latent_positions: int) -> float:
+    """The size of one UNet call, as SMALL_CPU_JOB counts it."""
+    return sum(p.numel() for p in model.unet.parameters()) * images * latent_positions
+
+
 @contextlib.contextmanager
 def cpu_threads_for(model, images: int, latent_positions: int, enabled: bool = True):
     """Run a small CPU job on one thread, anything else as configured. torch's thread
@@ -102,8 +107,7 @@ def cpu_threads_for(model, images: int, latent_positions: int, enabled: bool = T
     if not enabled or model.device.type != "cpu" or torch.get_num_threads() == 1:
         yield
         return
-    work = sum(p.numel() for p in model.unet.parameters()) * images * latent_positions
-    if work >= SMALL_CPU_JOB:
+    if unet_work(model, images, latent_positions) >= SMALL_CPU_JOB:
         yield
         return
     before = torch.get_num_threads()
