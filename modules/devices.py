@@ -88,10 +88,10 @@ def optimize(model, *, channels_last: bool = False, compile: bool = False) -> No
 
 # Below this much work per UNet call (parameters x images x latent positions), one CPU
 # thread samples faster than several: each op is too small to split, and the threads'
-# hand-offs cost more than they save. The demo model at 64x64 (3.9M parameters, 2e9 per
-# image) takes 0.48 s for one image on 1 thread against 0.77 s on 2 of this 2-core CPU.
-# `python -m modules.benchmark --threads-sweep` prints both counts by size to move it.
-SMALL_CPU_JOB = 1.5e10
+# hand-offs cost more than they save. `python -m modules.benchmark --threads-sweep
+# --models demo` on this 2-core CPU, s/image on 1 thread against 2: 0.52 / 0.99 at 2.0e9
+# (64x64, batch 1), 0.43 / 0.55 at 4.0e9 (batch 2), 0.41 / 0.37 at 7.9e9 (batch 4).
+SMALL_CPU_JOB = 5e9
 
 
 def unet_work(model, images: int, latent_positions: int) -> float:
