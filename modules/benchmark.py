@@ -283,7 +283,8 @@ def threads_sweep(cache: Path, models: list[str], sizes: list[int] | None, batch
             native = (DEFAULT_SIZE.get(name) or model.info.native_size)[0]
             for side in sizes or [native, native * 2]:
                 for batch in batches:
-                    work = devices.unet_work(model, 2 * batch, (side // model.vae_scale_factor) ** 2)
+                    positions = (side // model.vae_scale_factor) ** 2
+                    work = devices.unet_work(model, 2 * batch, positions)
                     seconds = {}
                     for n in (1, threads):
                         torch.set_num_threads(n)
@@ -292,7 +293,7 @@ def threads_sweep(cache: Path, models: list[str], sizes: list[int] | None, batch
                             kiln_run(model, (side, side), steps, batch, Path(outdir), False, auto_threads=False)[1]
                             for _ in range(runs)) / batch
                     torch.set_num_threads(threads)
-                    auto = 1 if work < devices.SMALL_CPU_JOB else threads
+                    auto = 1 if devices.small_cpu_job(model, 2 * batch, positions) else threads
                     lines.append(f"| {name} | {side} | {batch} | {work:.2e} | {seconds[1]:.3f} | "
                                  f"{seconds[threads]:.3f} | {auto} |")
                     print(lines[-1], flush=True)  # row by row: the big sizes take minutes

@@ -99,15 +99,18 @@ def unet_work(model, images: int, latent_positions: int) -> float:
     return sum(p.numel() for p in model.unet.parameters()) * images * latent_positions
 
 
+def small_cpu_job(model, images: int, latent_positions: int) -> bool:
+    """Whether a UNet call of this size samples faster on one CPU thread."""
+    return unet_work(model, images, latent_positions) < SMALL_CPU_JOB
+
+
 @contextlib.contextmanager
 def cpu_threads_for(model, images: int, latent_positions: int, enabled: bool = True):
     """Run a small CPU job on one thread, anything else as configured. torch's thread
     count is process-wide; that is safe here because one job runs at a time (the job
     queue's lock), and the old count is put back afterwards."""
-    if not enabled or model.device.type != "cpu" or torch.get_num_threads() == 1:
-        yield
-        return
-    if unet_work(model, images, latent_positions) >= SMALL_CPU_JOB:
+    if not enabled or model.device.type != "cpu" or torch.get_num_threads() == 1 \
+            or not small_cpu_job(model, images, latent_positions):
         yield
         return
     before = torch.get_num_threads()
