@@ -51,6 +51,10 @@ def test_prompts_are_followed(runtime):
     positions 1/5): a broken tokenizer, loader or sampler fails."""
     score = evaluate(runtime, prompts=10, seeds=2, seed=77)
     print(score)
+    # the per-word breakdown accounts for every image (and every positioned one)
+    assert sum(score.shapes_drawn.values()) == score.n == 20
+    assert sum(score.positions_drawn.values()) == 10
+    assert "  square: " in str(score) and "  at the top: " in str(score)
     assert score.colour >= 0.85
     assert score.background >= 0.85
     assert score.shape >= 0.5
@@ -136,3 +140,11 @@ def test_training_noise_hides_the_picture_mean_that_plain_noise_leaks():
     # and the quadrants' means, which would give away the shape's position
     quadrants = lambda x: x.unfold(2, 8, 8).unfold(3, 8, 8).mean((-1, -2))
     assert quadrants(noise).std().item() > 3 * quadrants(white).std().item()
+
+
+def test_evaluating_a_missing_checkpoint_fails_instead_of_scoring_the_default(tmp_path, capsys):
+    from modules.training.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--ckpt", str(tmp_path / "typo.safetensors"), "--prompts", "1", "--seeds", "1"])
+    assert "checkpoint not found" in str(exit_.value) and "typo.safetensors" in str(exit_.value)
