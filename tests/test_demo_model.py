@@ -46,8 +46,8 @@ def test_demo_is_the_default_and_sets_the_native_size(runtime):
 
 
 def test_prompts_are_followed(runtime):
-    """Thresholds sit below what the shipped model scores (this sample: colour 90%,
-    background 100%, shape 75%, position 90%), far above chance (colours 1/8, shapes 1/3,
+    """Thresholds sit below what the shipped model scores (this sample: colour 85%,
+    background 100%, shape 80%, position 100%), far above chance (colours 1/8, shapes 1/3,
     positions 1/5): a broken tokenizer, loader or sampler fails."""
     score = evaluate(runtime, prompts=10, seeds=2, seed=77)
     print(score)
@@ -55,19 +55,19 @@ def test_prompts_are_followed(runtime):
     assert sum(score.shapes_drawn.values()) == score.n == 20
     assert sum(score.positions_drawn.values()) == 10
     assert "  square: " in str(score) and "  at the top: " in str(score)
-    assert score.colour >= 0.85
+    assert score.colour >= 0.8
     assert score.background >= 0.85
-    assert score.shape >= 0.5
-    assert score.position >= 0.7
+    assert score.shape >= 0.65
+    assert score.position >= 0.85
 
 
 def test_position_words_move_the_shape(runtime):
-    """The same seeds, left against right: the shape's centre follows the word (the old
-    model's text encoder had squashed position words: both gave the same pictures). Top
-    and bottom are not asserted: large shapes still come out in the middle (README)."""
+    """The same seeds, one position word changed: the shape's centre follows the word
+    (an early model's text encoder had squashed position words, and the previous model
+    drew large shapes asked "at the top" or "at the bottom" in the middle)."""
     names = sorted(COLOURS)
 
-    def centres(position):
+    def centre(position):
         images = runtime.generate(GenerationRequest(prompt=f"a large red square {position} on a blue background",
                                                     steps=20, seed=11, batch_size=4, save_images=False)).images
         points = []
@@ -77,9 +77,12 @@ def test_position_words_move_the_shape(runtime):
             points.append((xs.mean() / 64, ys.mean() / 64))
         return np.array(points).mean(0)
 
-    left, right = centres("on the left"), centres("on the right")
+    left, right = centre("on the left"), centre("on the right")
     assert right[0] - left[0] > 0.3, (left, right)
     assert abs(right[1] - left[1]) < 0.1, (left, right)  # sideways, not up or down
+    top, bottom = centre("at the top"), centre("at the bottom")
+    assert bottom[1] - top[1] > 0.3, (top, bottom)
+    assert abs(bottom[0] - top[0]) < 0.1, (top, bottom)
 
 
 def test_colour_word_changes_the_picture(runtime):
@@ -142,7 +145,39 @@ def test_training_noise_hides_the_picture_mean_that_plain_noise_leaks():
     assert quadrants(noise).std().item() > 3 * quadrants(white).std().item()
 
 
-def test_evaluating_a_missing_checkpoint_fails_instead_of_scoring_the_default(tmp_path, capsys):
+def test_coarse_noise_can_grow_with_the_timestep():
+    """--low-noise-ramp: one weight per sample. Each sample keeps unit variance; a zero
+    weight is plain white noise, a full one has the coarse-scale mean of the test above."""
+    from modules.training.train import multiscale_noise
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.tensor([0.0, 0.5]).repeat_interleave(256)
+    noise = multiscale_noise((512, 4, 16, 16), weights, g)
+    white, coarse = noise[:256], noise[256:]
+    assert abs(white.std().item() - 1) < 0.02 and abs(coarse.std().item() - 1) < 0.02
+    assert white.mean((2, 3)).std().item() < 0.1  # white noise: 1/16
+    assert coarse.mean((2, 3)).std().item() > 4 * white.mean((2, 3)).std().item()
+
+
+def test_polishing_the_decoder_keeps_the_latents_the_unet_learned():
+    """The decoder phase runs after the UNet's: the encoder must not move, or the UNet's
+    latents would no longer mean the pictures they meant; the decoder must."""
+    from modules.training.dataset import generate
+    from modules.training.train import build_models, polish_decoder
+
+    torch.manual_seed(0)
+    _, vae, _ = build_models(64)
+    images, _ = generate(8, 64, seed=3)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    saved = {}
+    polish_decoder(vae, images, steps=2, batch=2, seed=1, state={}, save=lambda **kw: saved.update(kw))
+    after = vae.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"decoder", "post_quant_conv"}
+    assert saved["decoder_step"] == 2  # resumable: the last step is saved
+
+
+def test_evaluating_a_missing_checkpoint_fails_instead_of_scoring_the_default(tmp_path):
     from modules.training.evaluate import main
 
     with pytest.raises(SystemExit) as exit_:

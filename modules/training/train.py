@@ -29,7 +29,7 @@ from modules.training.dataset import DATA_VERSION, generate
 SD1_LATENT_SCALE = 0.18215  # the loader uses SD1's factor; we fold ours into the VAE
 
 
-def build_models(resolution: int):
+def build_models(resolution: int, latent_factor: int = 8):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -37,12 +37,13 @@ def build_models(resolution: int):
         vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
         num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    blocks = int(math.log2(latent_factor)) + 1  # each block after the first halves the side
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64), sample_size=resolution, scaling_factor=SD1_LATENT_SCALE)
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=(32,) + (64,) * (blocks - 1), sample_size=resolution, scaling_factor=SD1_LATENT_SCALE)
     unet = UNet2DConditionModel(
-        sample_size=resolution // 4, in_channels=4, out_channels=4, layers_per_block=1,
+        sample_size=resolution // latent_factor, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(64, 64, 128), norm_num_groups=32, cross_attention_dim=64,
         attention_head_dim=8,  # SD1 convention: 8 heads (the loader assumes it for SD1 files)
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -94,6 +95,36 @@ def train_vae(vae, images, steps, batch, crop, rng, state, save):
             save(vae_step=step + 1, vae_opt=opt.state_dict())
 
 
+def polish_decoder(vae, images, steps, batch, seed, state, save):
+    """Train the decoder alone on whole pictures, the encoder frozen. The latents the UNet
+    learned are the encoder's, so they stay valid; the decoder only learns to draw them
+    sharper (an 8x VAE rounds small triangles' corners otherwise). Seeded by its own
+    step, so it never changes the UNet phase's random draws."""
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.Adam(params, lr=3e-4)
+    if "decoder_opt" in state:
+        opt.load_state_dict(state["decoder_opt"])
+    start = state.get("decoder_step", 0)
+    rng = np.random.default_rng([seed, start, 77])
+    vae.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="decoder")
+    for step in bar:
+        x0 = to_tensor(images[rng.integers(0, images.shape[0], batch)])
+        with torch.no_grad():
+            z = vae.encode(x0).latent_dist.mean
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x0) + 0.5 * F.l1_loss(rec, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            save(decoder_step=step + 1, decoder_opt=opt.state_dict())
+    vae.requires_grad_(False)
+
+
 @torch.no_grad()
 def fold_latent_scale(vae, images) -> torch.Tensor:
     """Scale the encoder's output so latents * 0.18215 have unit variance, as SD1 assumes,
@@ -108,12 +139,12 @@ def fold_latent_scale(vae, images) -> torch.Tensor:
     return means * k
 
 
-def multiscale_noise(shape, low_weight: float, generator=None) -> torch.Tensor:
+def multiscale_noise(shape, low_weight: float | torch.Tensor, generator=None) -> torch.Tensor:
     """Unit-variance training noise with extra energy at every coarser scale (the latent's
     own size, then halves down to one value per channel).
 
     SD1's schedule never reaches zero signal: at t=999, 7% of the latent is still image. On
-    a 16x16 latent the mean of the noisy input then gives the background colour away, and
+    a latent as small as the demo's the mean of the noisy input gives the background away, and
     the quadrant means give the shape's position. A model trained on white noise learns to
     read them there instead of from the prompt, and at inference, where the input is pure
     noise, the seed picks the background (seen on the first shipped model: background right
@@ -122,6 +153,8 @@ def multiscale_noise(shape, low_weight: float, generator=None) -> torch.Tensor:
     "offset noise"); the samplers are unchanged, they start from plain Gaussian noise."""
     b, c, h, w = shape
     noise = torch.randn(shape, generator=generator)
+    if isinstance(low_weight, torch.Tensor):  # one weight per sample
+        low_weight = low_weight.view(b, 1, 1, 1)
     variance = 1.0
     size = h // 2
     while True:
@@ -131,7 +164,7 @@ def multiscale_noise(shape, low_weight: float, generator=None) -> torch.Tensor:
         if size <= 1:
             break
         size //= 2
-    return noise / math.sqrt(variance)
+    return noise / (variance.sqrt() if isinstance(variance, torch.Tensor) else math.sqrt(variance))
 
 
 def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state, save):
@@ -172,11 +205,21 @@ def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state,
         ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         x0 = latents[idx] * SD1_LATENT_SCALE
         t = torch.from_numpy(rng.integers(0, 1000, args.batch))
-        noise = multiscale_noise(x0.shape, low_noise, noise_gen) if low_noise else torch.randn_like(x0)
+        # with --low-noise-ramp the coarse noise grows with t: the leak it hides is only
+        # readable at high noise, and at low noise it only differs from what samplers add
+        weight = low_noise * t.float() / 999 if args.low_noise_ramp else low_noise
+        noise = multiscale_noise(x0.shape, weight, noise_gen) if low_noise else torch.randn_like(x0)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text(ids).last_hidden_state
-        loss = F.mse_loss(unet(xt, t, cond).sample, noise)
+        loss = F.mse_loss(unet(xt, t, cond).sample, noise, reduction="none").mean((1, 2, 3))
+        if args.snr_gamma:
+            # Min-SNR weighting (Hang et al. 2023): the easy low-noise steps, where the
+            # picture is already decided, count less; layout and shape are settled at
+            # high noise, which is where the prompt's words matter
+            snr = a.view(-1) / (1 - a.view(-1))
+            loss = loss * snr.clamp(max=args.snr_gamma) / snr
+        loss = loss.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -225,15 +268,22 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--images", type=int, default=20000)
+    ap.add_argument("--latent-factor", type=int, default=8, choices=(4, 8),
+                    help="image side / latent side (SD1's own VAE: 8)")
     ap.add_argument("--vae-steps", type=int, default=3000)
     ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--decoder-steps", type=int, default=500,
+                    help="after the UNet: steps training the VAE's decoder alone, on whole pictures")
     ap.add_argument("--steps", type=int, default=5600, help="UNet + text encoder steps")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--text-lr-scale", type=float, default=0.1, help="the text encoder's learning rate / --lr")
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--snr-gamma", type=float, default=0, help="Min-SNR loss weighting's gamma (0: plain loss)")
     ap.add_argument("--low-noise", type=float, default=0.5,
                     help="weight of the extra noise at each coarser scale (0: plain white noise)")
+    ap.add_argument("--low-noise-ramp", action=argparse.BooleanOptionalAction, default=True,
+                    help="scale the coarse noise's weight with the timestep (full at t=999, none at t=0)")
     ap.add_argument("--refine-steps", type=int, default=800,
                     help="steps after --steps with --refine-low-noise: cleaner shapes, prompt binding kept")
     ap.add_argument("--refine-low-noise", type=float, default=0.2)
@@ -250,21 +300,22 @@ def main(argv=None):
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     recipe = {"command": "python -m modules.training.train " + shlex.join(sys.argv[1:] if argv is None else argv),
-              "seed": args.seed, "vae_steps": args.vae_steps, "steps": args.steps, "batch": args.batch,
-              "images": args.images, "resolution": args.resolution, "data_version": DATA_VERSION,
-              "low_noise": args.low_noise, "text_lr_scale": args.text_lr_scale, "refine_steps": args.refine_steps,
-              "refine_low_noise": args.refine_low_noise, "refine_ema": args.refine_ema}
+              "seed": args.seed, "vae_steps": args.vae_steps, "decoder_steps": args.decoder_steps,
+              "steps": args.steps, "batch": args.batch, "images": args.images, "resolution": args.resolution,
+              "latent_factor": args.latent_factor, "data_version": DATA_VERSION, "low_noise": args.low_noise,
+              "low_noise_ramp": args.low_noise_ramp, "text_lr_scale": args.text_lr_scale, "snr_gamma": args.snr_gamma,
+              "refine_steps": args.refine_steps, "refine_low_noise": args.refine_low_noise, "refine_ema": args.refine_ema}
     # what each phase's result depends on (the command line itself may differ, e.g. --threads)
-    vae_recipe = json.dumps({k: recipe[k] for k in ("seed", "images", "resolution", "data_version", "vae_steps")}
+    vae_recipe = json.dumps({k: recipe[k] for k in ("seed", "images", "resolution", "latent_factor", "data_version", "vae_steps")}
                             | {"vae_batch": args.vae_batch}, sort_keys=True)
     # --steps is the total: raising it continues a finished or interrupted run
     # the refining phase comes after --steps, so a state saved up to there serves any refining
     unet_recipe = json.dumps({k: v for k, v in recipe.items()
-                              if k not in ("command", "steps", "refine_steps", "refine_low_noise", "refine_ema")}
+                              if k not in ("command", "steps", "refine_steps", "refine_low_noise", "refine_ema", "decoder_steps")}
                              | {"lr": args.lr, "ema": args.ema, "low_noise": args.low_noise}, sort_keys=True)
     state_file = work / "state.pt"
     torch.manual_seed(args.seed)
-    text, vae, unet = build_models(args.resolution)
+    text, vae, unet = build_models(args.resolution, args.latent_factor)
     state = {}
     if state_file.exists():
         state = torch.load(state_file, weights_only=True)
@@ -310,6 +361,8 @@ def main(argv=None):
         latents = torch.cat([vae.encode(to_tensor(images[i:i + 256])).latent_dist.mean for i in range(0, len(images), 256)])
     tokenizer = load_clip_tokenizer(str(work))
     unet_sd, text_sd = train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state, save)
+    if state.get("decoder_step", 0) < args.decoder_steps:
+        polish_decoder(vae, images, args.decoder_steps, args.vae_batch, args.seed, state, save)
     recipe["steps_completed"] = args.steps + args.refine_steps
     export(Path(args.out), text_sd, vae, unet_sd, unet.config, recipe)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f}s")
