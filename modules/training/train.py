@@ -1,4 +1,4 @@
-"""Train the demo checkpoint from scratch: VAE, then text encoder + UNet.
+"""Train the demo checkpoint from scratch: VAE, then text encoder + UNet, then the decoder alone.
 
     python -m modules.training.train            # writes models/Stable-diffusion/kiln-demo-shapes.safetensors
 
@@ -98,8 +98,8 @@ def train_vae(vae, images, steps, batch, crop, rng, state, save):
 def polish_decoder(vae, images, steps, batch, seed, state, save):
     """Train the decoder alone on whole pictures, the encoder frozen. The latents the UNet
     learned are the encoder's, so they stay valid; the decoder only learns to draw them
-    sharper (an 8x VAE rounds small triangles' corners otherwise). Seeded by its own
-    step, so it never changes the UNet phase's random draws."""
+    sharper (an 8x VAE rounds small triangles' corners otherwise). It has its own random
+    generator, so it never changes the UNet phase's draws."""
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.Adam(params, lr=3e-4)
     if "decoder_opt" in state:
@@ -326,7 +326,8 @@ def main(argv=None):
             vae.load_state_dict(state["vae"])
             if state.get("recipe") != unet_recipe:  # same VAE, new UNet recipe: keep the VAE
                 print("UNet recipe changed: keeping the trained VAE, training the UNet from scratch", file=sys.stderr)
-                state = {k: v for k, v in state.items() if k.startswith("vae") or k == "latent_scale_folded"}
+                # the decoder's polish is kept too: it depends on the VAE alone
+                state = {k: v for k, v in state.items() if k.startswith(("vae", "decoder")) or k == "latent_scale_folded"}
             else:
                 text.load_state_dict(state["text"])
                 unet.load_state_dict(state["unet"])
