@@ -70,6 +70,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
+def reconstruction_loss(rec: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The VAE's picture loss: one definition, so the decoder's polish keeps optimising
+    what the VAE was trained for."""
+    return F.mse_loss(rec, x0) + 0.5 * F.l1_loss(rec, x0)
+
+
 def train_vae(vae, images, steps, batch, crop, rng, state, save):
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     if "vae_opt" in state:
@@ -86,7 +92,7 @@ def train_vae(vae, images, steps, batch, crop, rng, state, save):
         post = vae.encode(x0).latent_dist
         rec = vae.decode(post.sample()).sample
         kl = post.kl().mean() / (c * c)
-        loss = F.mse_loss(rec, x0) + 0.5 * F.l1_loss(rec, x0) + 1e-4 * kl
+        loss = reconstruction_loss(rec, x0) + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -115,7 +121,7 @@ def polish_decoder(vae, images, steps, batch, seed, state, save):
         with torch.no_grad():
             z = vae.encode(x0).latent_dist.mean
         rec = vae.decode(z).sample
-        loss = F.mse_loss(rec, x0) + 0.5 * F.l1_loss(rec, x0)
+        loss = reconstruction_loss(rec, x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
