@@ -126,7 +126,13 @@ def test_the_evaluations_classifier_reads_the_training_pictures_right():
     assert all(g.colour == s.colour for g, s in zip(got, scenes))
     assert all(g.background == s.background for g, s in zip(got, scenes))
     assert all(g.position == s.position for g, s in zip(got, scenes))
-    assert sum(g.shape == s.shape for g, s in zip(got, scenes)) >= 0.97 * len(scenes)
+    assert all(g.shape == s.shape for g, s in zip(got, scenes))
+    # a few stray pixels of the shape's colour elsewhere do not change what the shape is
+    for image, scene, before in list(zip(images, scenes, got))[:30]:
+        speckled = image.copy()
+        speckled[2:4, 2:4] = COLOURS[scene.colour]
+        speckled[60, 30] = COLOURS[scene.colour]
+        assert classify(Image.fromarray(speckled)) == before
 
 
 def test_training_noise_hides_the_picture_mean_that_plain_noise_leaks():
@@ -168,13 +174,54 @@ def test_polishing_the_decoder_keeps_the_latents_the_unet_learned():
     torch.manual_seed(0)
     _, vae, _ = build_models(64)
     images, _ = generate(8, 64, seed=3)
+    guided = (torch.randn(3, 4, 8, 8), np.array([0, 5, 7]))
     before = {k: v.clone() for k, v in vae.state_dict().items()}
     saved = {}
-    polish_decoder(vae, images, steps=2, batch=2, seed=1, state={}, save=lambda **kw: saved.update(kw))
+    polish_decoder(vae, images, steps=2, batch=4, seed=1, state={}, save=lambda **kw: saved.update(kw), guided=guided)
     after = vae.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"decoder", "post_quant_conv"}
     assert saved["decoder_step"] == 2  # resumable: the last step is saved
+
+
+def test_guided_latents_are_paired_with_the_pictures_they_started_from(tmp_path):
+    """Started at the last timestep, the sampler barely moves a latent: each result must sit
+    next to the real latent of the picture it names (the decoder learns that picture from it)."""
+    from modules.models.tokenizer import load_clip_tokenizer
+    from modules.training.dataset import generate
+    from modules.training.train import build_models, guided_latents
+
+    torch.manual_seed(0)
+    text, _, unet = build_models(64)
+    images, scenes = generate(20, 64, seed=4)
+    latents = torch.randn(20, 4, 8, 8)
+    z, index = guided_latents(text.eval(), unet.eval(), load_clip_tokenizer(str(tmp_path)), latents, scenes, count=6, seed=2,
+                              batch=4, start_t=(1, 2))
+    assert z.shape == (6, 4, 8, 8) and index.shape == (6,)
+    distances = torch.cdist(z.flatten(1), latents.flatten(1))
+    assert (distances.argmin(1).numpy() == index).all()
+    assert (distances.min(1).values < 0.2 * distances.median(1).values).all()
+
+
+def test_img2img_at_cfg_7_keeps_a_square_square(runtime):
+    """Guidance overshoots what the unconditional model, less sure of the shape, rounds off,
+    and the sampler draws four-pointed stars. The previous model, whose decoder had only
+    seen real latents, kept 7 of these 12 squares. A user's square must stay a square."""
+    import random
+
+    from modules.training.shapes_world import Scene, classify, draw_scene
+
+    kept = 0
+    for i, (colour, background) in enumerate([("red", "blue"), ("white", "green"), ("yellow", "black"),
+                                              ("orange", "purple"), ("black", "white"), ("blue", "yellow")]):
+        for size in ("small", "large"):
+            scene = Scene(colour, "square", background, size, "in the centre")
+            init = draw_scene(scene, 64, random.Random(i))
+            result = runtime.generate(GenerationRequest(
+                prompt=scene.caption(), init_images=[init], denoising_strength=0.3, steps=20, sampler_name="Euler a",
+                cfg_scale=7, seed=i, save_images=False))
+            kept += classify(result.images[0]).shape == "square"
+    assert kept >= 9
 
 
 def test_evaluating_a_missing_checkpoint_fails_instead_of_scoring_the_default(tmp_path):
