@@ -193,7 +193,7 @@ def test_guided_latents_are_paired_with_the_pictures_they_started_from(tmp_path)
 
     torch.manual_seed(0)
     text, _, unet = build_models(64)
-    images, scenes = generate(20, 64, seed=4)
+    _, scenes = generate(20, 64, seed=4)
     latents = torch.randn(20, 4, 8, 8)
     z, index = guided_latents(text.eval(), unet.eval(), load_clip_tokenizer(str(tmp_path)), latents, scenes, count=6, seed=2,
                               batch=4, start_t=(1, 2))
