@@ -329,7 +329,7 @@ def main(argv=None):
                     help="image side / latent side (SD1's own VAE: 8)")
     ap.add_argument("--vae-steps", type=int, default=3000)
     ap.add_argument("--vae-batch", type=int, default=16)
-    ap.add_argument("--decoder-steps", type=int, default=1500,
+    ap.add_argument("--decoder-steps", type=int, default=3000,
                     help="after the UNet: steps training the VAE's decoder alone, on whole pictures")
     ap.add_argument("--decoder-guided", type=int, default=4096,
                     help="latents run through the guided sampler from real pictures, for the decoder's polish (0: none)")
