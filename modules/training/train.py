@@ -71,6 +71,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
+def encode_captions(text, tokenizer, captions: list[str]) -> torch.Tensor:
+    """The text encoder's hidden states for captions padded to CLIP's 77 tokens, as SD1 reads them."""
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return text(ids).last_hidden_state
+
+
 def reconstruction_loss(rec: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """The VAE's picture loss: one definition, so the decoder's polish keeps optimising
     what the VAE was trained for."""
@@ -162,14 +168,13 @@ def guided_latents(text, unet, tokenizer, latents, scenes, count, seed, batch=64
     ac = sd1_alphas_cumprod()
     timesteps = np.linspace(999, 0, steps).round().astype(int)
     sigma = lambda t: ((1 - ac[t]) / ac[t]).sqrt()
-    empty = text(tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids).last_hidden_state
+    empty = encode_captions(text, tokenizer, [""])
     out, index = [], rng.integers(0, latents.shape[0], count)
     for b in range(0, count, batch):
         idx = index[b:b + batch]
         first = int(np.argmax(timesteps <= rng.integers(*start_t)))
         scale = torch.from_numpy(rng.uniform(*cfg, len(idx))).float().view(-1, 1, 1, 1)
-        ids = tokenizer([scenes[i].caption() for i in idx], padding="max_length", max_length=77, return_tensors="pt").input_ids
-        context = torch.cat([text(ids).last_hidden_state, empty.expand(len(idx), -1, -1)])
+        context = torch.cat([encode_captions(text, tokenizer, [scenes[i].caption() for i in idx]), empty.expand(len(idx), -1, -1)])
         x0 = latents[idx] * SD1_LATENT_SCALE
         x = x0 + sigma(timesteps[first]) * torch.randn(x0.shape, generator=g)
         for i in range(first, steps):
@@ -259,7 +264,6 @@ def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state,
             ema_unet.decay = ema_text.decay = args.refine_ema
         idx = rng.integers(0, n, args.batch)
         captions = ["" if py_rng.random() < args.caption_dropout else scenes[i].caption(py_rng) for i in idx]
-        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         x0 = latents[idx] * SD1_LATENT_SCALE
         t = torch.from_numpy(rng.integers(0, 1000, args.batch))
         # with --low-noise-ramp the coarse noise grows with t: the leak it hides is only
@@ -268,7 +272,7 @@ def train_unet(text, unet, latents, scenes, tokenizer, args, rng, py_rng, state,
         noise = multiscale_noise(x0.shape, weight, noise_gen) if low_noise else torch.randn_like(x0)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        cond = text(ids).last_hidden_state
+        cond = encode_captions(text, tokenizer, captions)
         loss = F.mse_loss(unet(xt, t, cond).sample, noise, reduction="none").mean((1, 2, 3))
         if args.snr_gamma:
             # Min-SNR weighting (Hang et al. 2023): the easy low-noise steps, where the
