@@ -75,8 +75,8 @@ def run_extension_installers(args) -> None:
     """install.py of each enabled extension that is new or changed since its last run, in the
     venv's Python with the extension's folder as cwd. A failure is reported with the
     extension's name and start-up goes on."""
-    from modules import extension_install, extensions
-    from modules.options import Options
+    from modules.extensions import install as extension_install, discovery as extensions
+    from modules.runtime.options import Options
 
     data_dir = Path(args.data_dir or ROOT).resolve()
     options = Options.load(data_dir / "config.json")

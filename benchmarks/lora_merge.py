@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from modules.models import lora
-from modules.models.synthetic import build_modules
+from tests.synthetic import build_modules
 
 
 def main() -> None:

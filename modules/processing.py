@@ -1,488 +1,285 @@
-"""GenerationRequest -> denoising loop -> GenerationResult.
+"""A1111's `p` and `Processed`, and `process_images(p)`: what extension scripts receive,
+return and call. modules/processing.py re-exports them under A1111's names.
 
-We own the loop (DESIGN.md says why): per-image seeded noise, classifier-free guidance,
-per-step callbacks for progress, previews, interrupt and skip. Every image is saved with
-its infotext before the result is returned, so nothing finished is lost.
+`p` (StableDiffusionProcessing) is a thin wrapper over the job's GenerationRequest with
+A1111's attribute names; `p.to_request()` turns it back into a GenerationRequest, so one
+request type still feeds the engine: p -> request -> the same loop the UI and API use
+(`Runtime.generate`, which runs at once when called from inside the running job).
+
+A1111's rules kept here: `p.prompt` / `p.negative_prompt` / `p.seed` may be lists (one
+per image, as the prompt matrix sets them); `process_images` builds `p.all_prompts`,
+`p.all_seeds` ... from them before the scripts' `process` hook, which may change them;
+`p.extra_generation_params` items go into every image's infotext.
 """
 from __future__ import annotations
 
-import random
-import time
-from dataclasses import dataclass, field
+import dataclasses
+import json
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-import torch
-from PIL import Image
+from modules.generation.pipeline import GenerationResult, JobControl, resolve_seed
+from modules.generation.request import GenerationRequest
 
-from modules import conditioning, devices, extra_networks, images, img2img, infotext, memory, samplers
-from modules import prompts as prompt_syntax
-from modules.request import GenerationRequest, RequestError
-
-
-@dataclass
-class JobControl:
-    """Flags the UI/API set while a job runs; the loop reads them between steps."""
-    interrupted: bool = False
-    skipped: bool = False
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None
+# GenerationRequest fields p mirrors under the same (A1111) names
+_MIRRORED = ("prompt", "negative_prompt", "steps", "sampler_name", "scheduler", "cfg_scale", "width", "height",
+             "seed", "subseed", "subseed_strength", "batch_size", "n_iter", "clip_skip", "styles",
+             "denoising_strength", "init_images", "mask", "resize_mode", "mask_blur", "inpainting_fill",
+             "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert")
 
 
-@dataclass
-class Batch:
-    """One batch of the loop as hooks see it: its number and per-image prompts and seeds.
-    A hook may change the lists in place (or replace them); the loop reads them back."""
-    number: int
-    prompts: list[str]
-    negative_prompts: list[str]
-    seeds: list[int]
-    subseeds: list[int]
+def _runtime():
+    from modules import script_callbacks
+
+    return script_callbacks.registry.runtime
 
 
-class Hooks:
-    """The loop's extension points, called at fixed places (this base does nothing).
-    modules/scripts.py's ScriptHooks fills them in with extensions' scripts and
-    callbacks; the engine knows nothing else about extensions."""
+class StableDiffusionProcessing:
+    """The job as scripts see it (A1111's names). Build one from keywords
+    (`StableDiffusionProcessingTxt2Img(prompt=..., steps=...)`) or receive it in a hook.
 
-    wants_cfg_denoiser = False  # True: call cfg_denoiser every step (costs a context rebuild)
+    Kiln's additions: `runtime`, `control` (interrupt/skip flags and progress),
+    `request` (the GenerationRequest it came from), `paths` of saved images."""
 
-    def batch_starting(self, batch: Batch) -> None:
-        """Before a batch's conditioning is encoded: prompts and seeds may change."""
-
-    def cfg_denoiser(self, x: torch.Tensor, image_cond, sigma, step: int, total: int,
-                     cond: torch.Tensor, uncond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Before the UNet call of a step: returns (x, cond context, uncond context) to use.
-        `cond` holds every AND sub-prompt's context, one after the other."""
-        return x, cond, uncond
-
-    def batch_done(self, batch: Batch, images: list[Image.Image]) -> list[Image.Image]:
-        """After decoding a batch: returns the images to keep (postprocessed)."""
-        return images
-
-    def save_image(self, image: Image.Image, folder: Path, suffix: str, text: str) -> Path:
-        return images.save_image(image, folder, suffix, text)
-
-
-@dataclass
-class GenerationResult:
-    images: list[Image.Image]
-    infotexts: list[str]
-    seeds: list[int]
-    subseeds: list[int]
-    paths: list[Path] = field(default_factory=list)
-    grid_path: Path | None = None
-    request: GenerationRequest | None = None
-    interrupted: bool = False
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)  # e.g. a LoRA not found: shown, never fatal
-    prompts: list[str] = field(default_factory=list)  # per image (scripts may vary them)
-    negative_prompts: list[str] = field(default_factory=list)
+    def __init__(self, request: GenerationRequest | None = None, **kwargs):
+        base = request or GenerationRequest()
+        self.request = base
+        for name in _MIRRORED:
+            value = getattr(base, name)
+            setattr(self, name, list(value) if isinstance(value, list) else value)
+        self.runtime = _runtime()
+        self.control = JobControl()
+        self.scripts = None  # the ScriptRunner (always-on hooks run when it is set)
+        self.script_args: list = list(base.script_args or [])
+        self.override_settings: dict = {}
+        if base.checkpoint:
+            self.override_settings["sd_model_checkpoint"] = base.checkpoint
+        self.override_settings_restore_afterwards = True
+        self.extra_generation_params: dict = dict(base.extra_generation_params)
+        self.do_not_save_samples = not base.save_images
+        self.do_not_save_grid = not base.save_grid
+        self.all_prompts = self.all_negative_prompts = self.all_seeds = self.all_subseeds = None
+        self.prompts = self.negative_prompts = self.seeds = self.subseeds = None
+        self.iteration = self.batch_index = 0
+        self.is_api = False
+        self.enable_hr = self.restore_faces = self.tiling = False
+        self.refiner_checkpoint = None
+        self.seed_resize_from_w = self.seed_resize_from_h = -1
+        self.eta = None
+        self.user = None
+        outdir = Path(self.runtime.data_dir / self.runtime.options.outdir_samples) if self.runtime else Path("outputs")
+        kind = "img2img" if self.is_img2img else "txt2img"
+        self.outpath_samples = str(outdir / f"{kind}-images")
+        self.outpath_grids = str(outdir / f"{kind}-grids")
+        self.sd_model = kwargs.pop("sd_model", None)
+        for key, value in kwargs.items():
+            setattr(self, key, value)
 
     @property
-    def info(self) -> dict:
-        r = self.request
-        typed = r.extra.get("prompts_before_styles") or {}  # A1111 reports the prompts without styles here
-        return {"prompt": typed.get("prompt", r.prompt), "negative_prompt": typed.get("negative_prompt", r.negative_prompt),
-                "seed": self.seeds[0] if self.seeds else -1,
-                "all_seeds": self.seeds, "subseed": self.subseeds[0] if self.subseeds else -1,
-                "all_subseeds": self.subseeds, "infotexts": self.infotexts, "width": r.width, "height": r.height,
-                "sampler_name": r.sampler_name, "scheduler": r.scheduler, "cfg_scale": r.cfg_scale,
-                "steps": r.steps, "batch_size": r.batch_size, "n_iter": r.n_iter, "warnings": list(self.warnings)}
+    def is_img2img(self) -> bool:
+        return bool(getattr(self, "init_images", None)) or self.request.mode == "img2img"
 
+    @property
+    def sd_model_name(self):
+        return self.sd_model.name if self.sd_model is not None else None
 
-def resolve_seed(seed: int) -> int:
-    return int(random.randrange(4294967294)) if seed is None or int(seed) == -1 else int(seed)
+    @property
+    def sd_model_hash(self):
+        return self.sd_model.short_hash if self.sd_model is not None else None
 
-
-def slerp(t: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spherical blend of two noises (A1111's variation seeds)."""
-    an, bn = a / a.norm(), b / b.norm()
-    dot = (an * bn).sum().clamp(-1, 1)
-    if dot.abs() > 0.9995:
-        return (1 - t) * a + t * b
-    omega = torch.acos(dot)
-    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
-
-
-def make_noise(seeds: list[int], subseeds: list[int], strength: float, shape: tuple[int, ...]):
-    """One noise tensor per image from its own seed (CPU RNG, so results do not depend on
-    the device), plus the generators, which go on to drive the sampler's own noise."""
-    gens, noises = [], []
-    for seed, subseed in zip(seeds, subseeds):
-        g = torch.Generator("cpu").manual_seed(seed)
-        noise = torch.randn(shape, generator=g)
-        if strength > 0:
-            sub = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(subseed))
-            noise = slerp(strength, noise, sub)
-        noises.append(noise)
-        gens.append(g)
-    return torch.stack(noises), gens
-
-
-def _unet_kwargs(model, conds: list[conditioning.Conditioning], uncond: conditioning.Conditioning, width, height, n,
-                 settings: conditioning.TextSettings = conditioning.TextSettings()):
-    """SDXL's added conditioning for a batch of every positive (sub-)prompt, then the negative."""
-    if not model.family.startswith("sdxl"):
-        return {}
-    time_ids = torch.cat([conditioning.sdxl_time_ids(model, width, height, False, settings).repeat(n * len(conds), 1),
-                          conditioning.sdxl_time_ids(model, width, height, True, settings).repeat(n, 1)])
-    pooled = torch.cat([c.pooled for c in conds] + [uncond.pooled])
-    return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
-
-
-@dataclass
-class InitLatents:
-    """img2img's starting point for a batch: the init image latents and, for inpainting,
-    the latent mask (1 = repaint) whose outside is re-imposed after every step."""
-    latents: torch.Tensor
-    mask: torch.Tensor | None = None
-
-
-def to_work(x: torch.Tensor | None, work: torch.device) -> torch.Tensor | None:
-    """CPU tensors (seeded noise, init latents) to the device the loop runs on, through
-    pinned memory so the copy does not wait for the GPU."""
-    if x is None or x.device == work:
-        return x
-    return x.pin_memory().to(work, non_blocking=True) if work.type == "cuda" else x.to(work)
-
-
-@torch.no_grad()
-def sample(model, request: GenerationRequest, noise: torch.Tensor, generators, cond, uncond, control: JobControl,
-           width: int, height: int, image_cond: torch.Tensor | None = None,
-           init: InitLatents | None = None,
-           settings: conditioning.TextSettings = conditioning.TextSettings(),
-           hooks: Hooks | None = None, auto_threads: bool = True) -> torch.Tensor:
-    """The denoising loop: noise (txt2img) or noised init latents (img2img) -> latents,
-    with CFG and a callback per step. `image_cond` (mask + masked-image latent) feeds the
-    extra input channels of inpainting models. `cond` is a conditioning.Scheduled or, for
-    AND, a conditioning.Composable: every sub-prompt and the negative go through the UNet
-    in one batch, combined as uncond + sum_i w_i * cfg * (cond_i - uncond) (A1111).
-    `auto_threads`: a small CPU job runs on one thread (devices.cpu_threads_for)."""
-    if isinstance(cond, conditioning.Scheduled):
-        cond = conditioning.Composable([(1.0, cond)])
-    denoise = float(request.denoising_strength) if init is not None else 1.0
-    device = model.device
-    # on CUDA, latents and the scheduler's math stay on the GPU: no host-device sync per
-    # step (previews sync only every N steps). On the CPU nothing moves (seeds' results
-    # are those of the CPU reference).
-    work = device if device.type == "cuda" else torch.device("cpu")
-    sch = samplers.create_scheduler(request.sampler_name, request.scheduler, request.steps,
-                                    prediction_type=model.info.prediction_type, device=work, denoise=denoise)
-    noise = to_work(noise, work)
-    image_cond = to_work(image_cond, work)
-    if init is not None:
-        init = InitLatents(to_work(init.latents, work), to_work(init.mask, work))
-    n = noise.shape[0]
-    if init is None:
-        latents = noise * sch.init_noise_sigma
-    else:
-        latents = samplers.noise_latents(sch, init.latents, noise)
-    with devices.cpu_threads_for(model, 2 * n, latents.shape[-2] * latents.shape[-1], auto_threads):
-        return _denoise(model, request, sch, latents, noise, generators, cond, uncond, control, width, height,
-                        image_cond, init, settings, hooks)
-
-
-def _denoise(model, request: GenerationRequest, sch, latents: torch.Tensor, noise: torch.Tensor, generators, cond,
-             uncond, control: JobControl, width: int, height: int, image_cond: torch.Tensor | None,
-             init: InitLatents | None, settings: conditioning.TextSettings, hooks: Hooks | None) -> torch.Tensor:
-    """sample()'s loop over the scheduler's timesteps."""
-    device, dtype = model.device, model.dtype
-    n = noise.shape[0]
-    timesteps = sch.timesteps
-    total = len(timesteps)
-    current = None  # the conditionings the batched context was built from
-    for i, t in enumerate(timesteps):
-        if control.interrupted or control.skipped:
-            break
-        step = i * request.steps // total + 1  # the prompt schedule's step (second-order samplers count twice)
-        # ---- composable diffusion (AND): one UNet call for every sub-prompt + the negative
-        weighted, u = cond.at(step), uncond.at(step)
-        conds = [c for _, c in weighted]
-        if current is None or len(current) != len(conds) + 1 or any(a is not b for a, b in zip(current, conds + [u])):
-            current = conds + [u]  # rebuild only when the schedule switches
-            context = torch.cat([c.context for c in current])
-            extra = _unet_kwargs(model, conds, u, width, height, n, settings)
-        if hooks is not None and hooks.wants_cfg_denoiser:  # extensions' on_cfg_denoiser, this step only
-            sigmas = getattr(sch, "sigmas", None)
-            sigma = sigmas[i] if sigmas is not None and i < len(sigmas) else t
-            latents, cc, uc = hooks.cfg_denoiser(latents, image_cond, sigma, i, total, context[:-n], context[-n:])
-            context = torch.cat([cc, uc])
-            current = None  # rebuild next step: the callbacks saw this step's tensors only
-        parts = len(conds) + 1
-        x = sch.scale_model_input(torch.cat([latents] * parts), t)
-        if image_cond is not None:
-            x = torch.cat([x, torch.cat([image_cond] * parts)], dim=1)
-        out = model.unet(x.to(device, dtype), t.to(device), encoder_hidden_states=context, **extra).sample.float()
-        outs = out.split(n)
-        neg = outs[-1]
-        guided = neg
-        for (weight, _), pos in zip(weighted, outs):
-            guided = guided + (pos - neg) * (weight * request.cfg_scale)
-        # ---- end composable diffusion
-        latents = sch.step(guided, t, latents, generator=generators).prev_sample
-        if init is not None and init.mask is not None:
-            # outside the mask the known picture, noised to the level the next step expects
-            known = sch.add_noise(init.latents, noise, timesteps[i + 1:i + 2]) if i + 1 < total else init.latents
-            latents = init.mask * latents + (1 - init.mask) * known
-        if control.on_step:
-            control.on_step(i + 1, total, latents)
-    return latents.cpu()
-
-
-@torch.no_grad()
-def txt2img_image_cond(model, n: int, width: int, height: int) -> torch.Tensor | None:
-    """For inpainting models in txt2img: everything masked, over a mid-grey image (as A1111)."""
-    if not model.info.inpainting:
-        return None
-    latent = memory.vae_encode(model, torch.zeros(1, 3, height, width))
-    mask = torch.ones(1, 1, *latent.shape[2:])
-    return torch.cat([mask, latent], dim=1).repeat(n, 1, 1, 1)
-
-
-@torch.no_grad()
-def encode(model, images: list[Image.Image]) -> torch.Tensor:
-    """Pixels -> scaled latents (the latent distribution's mean, as A1111's img2img)."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1
-    return memory.vae_encode(model, torch.from_numpy(arr).permute(0, 3, 1, 2))
-
-
-@torch.no_grad()
-def decode(model, latents: torch.Tensor) -> list[Image.Image]:
-    x = memory.vae_decode(model, latents)  # tiled when memory is short, fp32 when fp16 overflows
-    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
-
-
-@dataclass
-class Img2ImgBatch:
-    """One batch's img2img inputs, prepared from the init images (and mask)."""
-    init: InitLatents
-    image_cond: torch.Tensor | None
-    originals: list[Image.Image]  # what strength 0 returns and what the result is pasted over
-    blurred_masks: list[Image.Image] | None = None  # at the originals' size
-    regions: list = field(default_factory=list)  # "only masked" crop boxes
-
-    def part(self, a: int, b: int) -> "Img2ImgBatch":
-        """Images a..b of the batch (the whole batch when that is all of it)."""
-        if a == 0 and b == len(self.originals):
-            return self
-        mask = self.init.mask[a:b] if self.init.mask is not None else None
-        return Img2ImgBatch(InitLatents(self.init.latents[a:b], mask),
-                            self.image_cond[a:b] if self.image_cond is not None else None, self.originals[a:b],
-                            self.blurred_masks[a:b] if self.blurred_masks is not None else None,
-                            self.regions[a:b] if self.regions else [])
-
-
-
-@torch.no_grad()
-def prepare_img2img(model, request: GenerationRequest, sources: list[Image.Image], noise: torch.Tensor,
-                    width: int, height: int) -> Img2ImgBatch:
-    mode = int(request.resize_mode)
-    factor = model.vae_scale_factor
-    if request.mask is None:
-        originals = [img2img.resize_image(0 if mode == 3 else mode, src, width, height) for src in sources]
-        if mode == 3:  # latent upscale: encode at the source size, resize the latents
-            latents = torch.cat([
-                torch.nn.functional.interpolate(
-                    encode(model, [src.convert("RGB").resize((max(factor, src.width // factor * factor),
-                                                              max(factor, src.height // factor * factor)))]),
-                    size=(height // factor, width // factor), mode="bilinear", align_corners=False)
-                for src in sources])
+    def setup_prompts_and_seeds(self) -> None:
+        """A1111's setup: per-image prompts and seeds from p.prompt / p.seed (a value or a
+        list); -1 seeds become one random seed, image i of the job gets seed + i."""
+        total = int(self.batch_size) * int(self.n_iter)
+        self.all_prompts = list(self.prompt) if isinstance(self.prompt, list) else [self.prompt] * total
+        n = len(self.all_prompts)
+        neg = self.negative_prompt
+        self.all_negative_prompts = list(neg) if isinstance(neg, list) else [neg] * n
+        if isinstance(self.seed, list):
+            self.all_seeds = [int(s) for s in self.seed]
         else:
-            latents = encode(model, originals)
-        return Img2ImgBatch(InitLatents(latents), txt2img_image_cond(model, len(sources), width, height), originals)
-
-    invert, blur = bool(request.inpainting_mask_invert), int(request.mask_blur)
-    processed, sharps, blurred_full, regions, originals = [], [], [], [], []
-    for src in sources:
-        if request.inpaint_full_res:  # "only masked": work on the masked region at full size
-            original = src.convert("RGB")
-            sharp_full, blurred = img2img.prepare_mask(request.mask, original.size, invert, blur)
-            region = img2img.masked_region(sharp_full, int(request.inpaint_full_res_padding), width, height)
-            box = region.box if region else (0, 0, *original.size)
-            proc = original.crop(box).resize((width, height), Image.Resampling.LANCZOS)
-            sharp = sharp_full.crop(box).resize((width, height), Image.Resampling.NEAREST)
-        else:  # the mask goes through the same resize as the picture
-            original = img2img.resize_image(mode if mode != 3 else 0, src, width, height)
-            mask = img2img.resize_image(mode if mode != 3 else 0, img2img.mask_to_l(request.mask), width, height)
-            sharp, blurred = img2img.prepare_mask(mask.convert("L"), (width, height), invert, blur)
-            region, proc = None, original
-        if int(request.inpainting_fill) == 0:
-            proc = img2img.fill_masked(proc, sharp)
-        processed.append(proc)
-        sharps.append(sharp)
-        blurred_full.append(blurred)
-        regions.append(region)
-        originals.append(original)
-    latents = encode(model, processed)
-    lat_size = (height // factor, width // factor)
-    # the latent mask follows A1111: the blurred mask at latent size, rounded to 0/1
-    blurred_proc = [b.crop(r.box).resize((width, height)) if r else b for b, r in zip(blurred_full, regions)]
-    mask = torch.stack([torch.from_numpy(np.asarray(b.resize(lat_size[::-1], Image.Resampling.BILINEAR),
-                                                    dtype=np.float32) / 255).round() for b in blurred_proc])[:, None]
-    fill = int(request.inpainting_fill)
-    if fill == 2:  # latent noise
-        latents = latents * (1 - mask) + noise * mask
-    elif fill == 3:  # latent nothing
-        latents = latents * (1 - mask)
-    image_cond = None
-    if model.info.inpainting:
-        sharp_lat = torch.stack([torch.from_numpy(np.asarray(m.resize(lat_size[::-1], Image.Resampling.BILINEAR),
-                                                             dtype=np.float32) / 255).round() for m in sharps])[:, None]
-        grey_masked = [Image.composite(Image.new("RGB", p.size, (128, 128, 128)), p, m) for p, m in zip(processed, sharps)]
-        image_cond = torch.cat([sharp_lat, encode(model, grey_masked)], dim=1)
-    return Img2ImgBatch(InitLatents(latents, mask), image_cond, originals, blurred_full, regions)
-
-
-def _prompt_runs(batch: Batch) -> list[tuple[int, int]]:
-    """(start, end) of each run of images with the same prompt and negative prompt: one run
-    for an ordinary batch; a script's mixed prompts (prompt matrix) sample run by run, which
-    gives the same pictures since every image has its own noise and generator."""
-    pairs = list(zip(batch.prompts, batch.negative_prompts))
-    runs, start = [], 0
-    for i in range(1, len(pairs) + 1):
-        if i == len(pairs) or pairs[i] != pairs[start]:
-            runs.append((start, i))
-            start = i
-    return runs
-
-
-def finish_img2img(batch: Img2ImgBatch, decoded: list[Image.Image]) -> list[Image.Image]:
-    """Paste inpainted pixels back over the originals through the blurred mask."""
-    if batch.blurred_masks is None:
-        return decoded
-    return [img2img.paste_back(o, d, m, r) for o, d, m, r in zip(batch.originals, decoded, batch.blurred_masks, batch.regions)]
-
-
-def _img2img_infotext(request: GenerationRequest) -> dict:
-    extra = {"Denoising strength": request.denoising_strength}
-    if request.init_images and int(request.resize_mode) == 3:
-        extra["Resize mode"] = img2img.RESIZE_MODES[3]
-    if request.mask is not None:
-        extra.update({
-            "Mask blur": request.mask_blur,
-            "Masked content": img2img.MASKED_CONTENT[int(request.inpainting_fill)],
-            "Inpaint area": img2img.INPAINT_AREAS[int(bool(request.inpaint_full_res))],
-            "Masked area padding": request.inpaint_full_res_padding,
-            "Mask mode": img2img.MASK_MODES[int(bool(request.inpainting_mask_invert))],
-        })
-    return extra
-
-
-def _settings_infotext(request: GenerationRequest, settings: conditioning.TextSettings) -> dict:
-    """A1111 records a non-default emphasis mode only when a prompt has brackets to weigh."""
-    if settings.emphasis != "Original" and any(c in request.prompt + request.negative_prompt for c in "(["):
-        return {"Emphasis": settings.emphasis}
-    return {}
-
-
-def generate(model, request: GenerationRequest, *, outdir: Path, control: JobControl | None = None,
-             save_grid: bool = True, settings: conditioning.TextSettings = conditioning.TextSettings(),
-             networks: extra_networks.Networks | None = None, hooks: Hooks | None = None,
-             auto_threads: bool = True) -> GenerationResult:
-    """Run a txt2img or img2img request on a loaded model; save every image before
-    returning. `settings`: the runtime's conditioning options (emphasis, SDXL crop...);
-    `networks`: the LoRA/embedding folders the prompt's names refer to; `hooks`: the
-    extensions' (modules/scripts.py); `auto_threads`: see sample() (the benchmark
-    turns it off to time both thread counts)."""
-    control = control or JobControl()
-    hooks = hooks or Hooks()
-    started = time.time()
-    is_img2img = bool(request.init_images)
-    width = request.width or (request.init_images[0].width if is_img2img else model.info.native_size[0])
-    height = request.height or (request.init_images[0].height if is_img2img else model.info.native_size[1])
-    factor = model.vae_scale_factor
-    if is_img2img and not request.width:  # an init image's own size, rounded to what the model takes
-        width, height = max(factor, width // factor * factor), max(factor, height // factor * factor)
-    request = request.replace(width=width, height=height, mode="img2img" if is_img2img else request.mode)
-    if width % factor or height % factor:
-        raise RequestError("width", f"width and height must be multiples of {factor} for this model")
-    samplers.validate(request.sampler_name, request.scheduler)
-    total = request.batch_size * request.n_iter
-    if request.all_prompts is not None:  # a script's per-image prompts: as many images as prompts
-        total = min(total, len(request.all_prompts))
-    all_prompts = list(request.all_prompts or [request.prompt] * total)
-    all_negative_prompts = list(request.all_negative_prompts or [request.negative_prompt] * total)
-    seed, subseed = resolve_seed(request.seed), resolve_seed(request.subseed)
-    all_seeds = list(request.all_seeds or [seed + i for i in range(total)])
-    all_subseeds = list(request.all_subseeds or [subseed + i for i in range(total)])
-    result = GenerationResult([], [], all_seeds[:total], all_subseeds[:total], request=request)
-    folder = images.dated_folder(outdir, f"{request.mode}-images")
-    latent_shape = (model.vae.config.latent_channels, height // factor, width // factor)
-    extra_info = _img2img_infotext(request) if is_img2img else {}
-    extra_info.update(_settings_infotext(request, settings))
-    # extra networks: <lora:...> tags out of the prompt, LoRAs merged (or removed), embeddings refreshed
-    # (with a script's per-image prompts, the first image's networks, as A1111 takes a batch's from its first)
-    networks_used = extra_networks.activate(networks, model, all_prompts[0] if all_prompts else request.prompt,
-                                            request.negative_prompt)
-    result.warnings = networks_used.warnings
-    extra_info |= networks_used.infotext
-    for batch in range(request.n_iter):
-        if control.interrupted:
-            break
-        control.skipped = False
-        first = batch * request.batch_size
-        if first >= total:
-            break
-        part = slice(first, min(first + request.batch_size, total))
-        info = Batch(batch, all_prompts[part], all_negative_prompts[part], all_seeds[part], all_subseeds[part])
-        hooks.batch_starting(info)
-        seeds, subseeds = info.seeds, info.subseeds
-        noise, gens = make_noise(seeds, subseeds, request.subseed_strength, latent_shape)
-        if is_img2img:
-            sources = [request.init_images[(first + i) % len(request.init_images)] for i in range(len(seeds))]
-            prepared = prepare_img2img(model, request, sources, noise, width, height)
-        if is_img2img and float(request.denoising_strength) == 0:
-            outputs = [o.copy() for o in prepared.originals]  # nothing to denoise: the input, exactly
+            seed = resolve_seed(self.seed)
+            self.all_seeds = [seed + i for i in range(n)]
+        if isinstance(self.subseed, list):
+            self.all_subseeds = [int(s) for s in self.subseed]
         else:
-            outputs = []
-            for a, b in _prompt_runs(info):  # images of a batch that share their prompts share a sampler call
-                positive = prompt_syntax.extract_extra_networks(info.prompts[a])[0]  # the <lora:...> tags out
-                cond, uncond = conditioning.encode_composable(model, positive, info.negative_prompts[a],
-                                                              request.steps, b - a, request.clip_skip,
-                                                              settings.emphasis)
-                if is_img2img:
-                    run = prepared.part(a, b)
-                    latents = sample(model, request, noise[a:b], gens[a:b], cond, uncond, control, width, height,
-                                     run.image_cond, run.init, settings=settings, hooks=hooks,
-                                     auto_threads=auto_threads)
-                    outputs += finish_img2img(run, decode(model, latents))
-                else:
-                    latents = sample(model, request, noise[a:b], gens[a:b], cond, uncond, control, width, height,
-                                     txt2img_image_cond(model, b - a, width, height), settings=settings, hooks=hooks,
-                                     auto_threads=auto_threads)
-                    outputs += decode(model, latents)
-        outputs = hooks.batch_done(info, outputs)
-        for img, s, ss, pos, neg in zip(outputs, seeds, subseeds, info.prompts, info.negative_prompts):
-            text = infotext.build_infotext(request.replace(prompt=pos, negative_prompt=neg), seed=s, subseed=ss,
-                                           model_name=model.name, model_hash=model.short_hash, width=width,
-                                           height=height,
-                                           extra=extra_info | request.extra_generation_params | {"Version": "kiln"})
-            if request.save_images:
-                result.paths.append(hooks.save_image(img, folder, str(s), text))
-            result.images.append(img)
-            result.infotexts.append(text)
-            result.prompts.append(pos)
-            result.negative_prompts.append(neg)
-    result.interrupted = control.interrupted
-    if save_grid and request.save_grid and request.save_images and len(result.images) > 1:
-        grid = images.image_grid(result.images)
-        result.grid_path = hooks.save_image(grid, images.dated_folder(outdir, f"{request.mode}-grids"), "grid",
-                                            result.infotexts[0])
-    result.seconds = time.time() - started
-    return result
+            subseed = resolve_seed(self.subseed)
+            self.all_subseeds = [subseed + i for i in range(n)]
+
+    def to_request(self) -> GenerationRequest:
+        """This p as the GenerationRequest the engine runs (fields p does not know, such as
+        ones other parts of Kiln add, carry over from the request it came from)."""
+        changes = {name: getattr(self, name) for name in _MIRRORED}
+        for name, all_name in (("prompt", "all_prompts"), ("negative_prompt", "all_negative_prompts"),
+                               ("seed", "all_seeds"), ("subseed", "all_subseeds")):
+            if isinstance(changes[name], list):  # the request keeps one value; the lists go per image
+                values = getattr(self, all_name) or changes[name]
+                changes[name] = values[0] if values else ("" if "prompt" in name else -1)
+        checkpoint = self.override_settings.get("sd_model_checkpoint") or None
+        clip_skip = self.override_settings.get("CLIP_stop_at_last_layers")
+        if clip_skip:
+            changes["clip_skip"] = int(clip_skip)
+        return dataclasses.replace(
+            self.request, **changes, checkpoint=checkpoint,
+            mode="img2img" if self.is_img2img else "txt2img",
+            all_prompts=_list(self.all_prompts), all_negative_prompts=_list(self.all_negative_prompts),
+            all_seeds=_list(self.all_seeds), all_subseeds=_list(self.all_subseeds),
+            extra_generation_params=self.extra_generation_params,  # the same dict: batch hooks may add to it
+            save_images=not self.do_not_save_samples, save_grid=not self.do_not_save_grid,
+            script_name=None, script_args=[], alwayson_scripts={})
+
+    def __copy__(self):
+        """A1111's scripts copy p per sub-job (copy.copy(p)): the dicts and lists that a
+        sub-job changes are copied too, so the copy's changes stay its own."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.override_settings = dict(self.override_settings)
+        clone.extra_generation_params = dict(self.extra_generation_params)
+        return clone
 
 
-# ---- A1111's names for extension scripts ----------------------------------------------------
-# `from modules.processing import process_images, Processed, StableDiffusionProcessingTxt2Img`
-# works as in A1111; they live in modules/script_processing.py (imported on first use).
-_SCRIPT_API = ("StableDiffusionProcessing", "StableDiffusionProcessingTxt2Img", "StableDiffusionProcessingImg2Img",
-               "Processed", "process_images", "fix_seed", "get_fixed_seed", "create_infotext")
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    pass
 
 
-def __getattr__(name: str):
-    if name in _SCRIPT_API:
-        from modules import script_processing
-        return getattr(script_processing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    @property
+    def is_img2img(self) -> bool:
+        return True
+
+
+def _list(values):
+    return list(values) if values is not None else None
+
+
+class Processed:
+    """What a generation returns to scripts (A1111's names). `images` and `infotexts` are
+    parallel; Kiln keeps `paths` parallel to them too (None for an image not saved)."""
+
+    def __init__(self, p: StableDiffusionProcessing, images_list: list, seed: int = -1, info: str = "",
+                 subseed: int | None = None, all_prompts=None, all_negative_prompts=None, all_seeds=None,
+                 all_subseeds=None, index_of_first_image: int = 0, infotexts=None, comments: str = "",
+                 paths=None):
+        self.p = p
+        self.images = list(images_list)
+        self.infotexts = list(infotexts) if infotexts is not None else [info] * len(self.images)
+        self.paths: list = list(paths) if paths is not None else [None] * len(self.images)
+        self.prompt = p.all_prompts[0] if p.all_prompts else p.prompt
+        self.negative_prompt = p.all_negative_prompts[0] if p.all_negative_prompts else p.negative_prompt
+        self.all_prompts = list(all_prompts if all_prompts is not None else p.all_prompts or [p.prompt])
+        self.all_negative_prompts = list(all_negative_prompts if all_negative_prompts is not None
+                                         else p.all_negative_prompts or [p.negative_prompt])
+        self.all_seeds = list(all_seeds if all_seeds is not None else p.all_seeds or [seed])
+        self.all_subseeds = list(all_subseeds if all_subseeds is not None else p.all_subseeds or [subseed])
+        self.seed = seed if seed != -1 or not self.all_seeds else self.all_seeds[0]
+        self.subseed = subseed if subseed is not None else (self.all_subseeds[0] if self.all_subseeds else -1)
+        self.info = info or (self.infotexts[0] if self.infotexts else "")
+        self.comments = comments
+        self.index_of_first_image = index_of_first_image
+        self.extra_generation_params = dict(p.extra_generation_params)
+        for name in ("width", "height", "sampler_name", "scheduler", "cfg_scale", "steps", "batch_size",
+                     "subseed_strength", "denoising_strength", "clip_skip", "styles"):
+            setattr(self, name, getattr(p, name, None))
+        self.sd_model_name, self.sd_model_hash = p.sd_model_name, p.sd_model_hash
+        self.grid_path: Path | None = None
+        self.interrupted = False
+        self.warnings: list[str] = []  # Kiln: shown under the generation info (a missing LoRA ...)
+        self.seconds = 0.0
+
+    @classmethod
+    def from_result(cls, p, result: GenerationResult) -> "Processed":
+        processed = cls(p, result.images, result.seeds[0] if result.seeds else -1, subseed=None,
+                        all_prompts=result.prompts or None, all_negative_prompts=result.negative_prompts or None,
+                        all_seeds=result.seeds, all_subseeds=result.subseeds, infotexts=result.infotexts,
+                        paths=result.paths if len(result.paths) == len(result.images) else None)
+        processed.grid_path, processed.interrupted, processed.seconds = result.grid_path, result.interrupted, result.seconds
+        processed.warnings = list(getattr(result, "warnings", []))
+        return processed
+
+    def to_result(self) -> GenerationResult:
+        """As the GenerationResult the UI and API show: every image saved -> its path."""
+        paths = self.paths if len(self.paths) == len(self.images) and all(self.paths) else []
+        request = self.p.to_request()
+        return GenerationResult(list(self.images), list(self.infotexts), list(self.all_seeds),
+                                list(self.all_subseeds), paths=[Path(x) for x in paths], grid_path=self.grid_path,
+                                request=request, interrupted=self.interrupted, seconds=self.seconds,
+                                prompts=list(self.all_prompts), negative_prompts=list(self.all_negative_prompts),
+                                warnings=list(self.warnings))
+
+    def js(self) -> str:
+        """A1111's JSON of the generation (the API's `info`)."""
+        return json.dumps({
+            "prompt": self.prompt, "all_prompts": self.all_prompts, "negative_prompt": self.negative_prompt,
+            "all_negative_prompts": self.all_negative_prompts, "seed": self.seed, "all_seeds": self.all_seeds,
+            "subseed": self.subseed, "all_subseeds": self.all_subseeds, "subseed_strength": self.subseed_strength,
+            "width": self.width, "height": self.height, "sampler_name": self.sampler_name,
+            "cfg_scale": self.cfg_scale, "steps": self.steps, "batch_size": self.batch_size,
+            "extra_generation_params": self.extra_generation_params,
+            "index_of_first_image": self.index_of_first_image, "infotexts": self.infotexts,
+            "styles": self.styles, "clip_skip": self.clip_skip, "sd_model_name": self.sd_model_name,
+            "sd_model_hash": self.sd_model_hash, "version": "kiln"})
+
+
+def processing_for(request: GenerationRequest, runtime, control: JobControl | None = None) -> StableDiffusionProcessing:
+    """The p of a job from the UI or the API."""
+    cls = StableDiffusionProcessingImg2Img if request.mode == "img2img" or request.init_images \
+        else StableDiffusionProcessingTxt2Img
+    p = cls(request)
+    p.runtime = runtime
+    p.control = control or JobControl()
+    p.scripts = runtime.scripts
+    p.sd_model = runtime.model
+    return p
+
+
+def process_images(p: StableDiffusionProcessing) -> Processed:
+    """Generate what p describes through the engine, with the always-on scripts' hooks
+    (when p.scripts is set) and the extensions' callbacks. Called by a selectable
+    script's run(), inside the running job, it runs at once."""
+    from modules.scripts import ScriptHooks
+
+    runtime = p.runtime or _runtime()
+    if runtime is None:
+        raise RuntimeError("process_images needs a Kiln runtime (none has loaded the scripts)")
+    p.runtime = runtime
+    p.setup_prompts_and_seeds()
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+        p.scripts.process(p)
+    hooks = ScriptHooks(p, p.scripts, runtime.callbacks)
+    result = runtime.generate(p.to_request(), p.control, job="scripts", hooks=hooks)
+    p.sd_model = runtime.model
+    processed = Processed.from_result(p, result)
+    if p.scripts is not None:
+        p.scripts.postprocess(p, processed)
+    return processed
+
+
+def fix_seed(p: StableDiffusionProcessing) -> None:
+    """Turn -1 seeds into fixed random ones (so every sub-job of a script shares them)."""
+    p.seed = get_fixed_seed(p.seed)
+    p.subseed = get_fixed_seed(p.subseed)
+
+
+def get_fixed_seed(seed):
+    if isinstance(seed, list):
+        return seed
+    return resolve_seed(-1 if seed is None or seed == "" else int(seed))
+
+
+def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0):
+    """A1111's helper, for scripts that label their own images: the infotext of image
+    `iteration * batch_size + position_in_batch` of p."""
+    from modules.files import infotext
+
+    i = iteration * int(p.batch_size) + position_in_batch
+    request = p.to_request().replace(prompt=all_prompts[i], negative_prompt=(p.all_negative_prompts or [""])[
+        min(i, len(p.all_negative_prompts or [""]) - 1)])
+    model = p.sd_model
+    return infotext.build_infotext(request, seed=all_seeds[i], subseed=all_subseeds[i] if all_subseeds else None,
+                                   model_name=model.name if model else None,
+                                   model_hash=model.short_hash if model else None, width=p.width, height=p.height,
+                                   extra=dict(p.extra_generation_params) | {"Version": "kiln"})
+
+
+__all__ = ["StableDiffusionProcessing", "StableDiffusionProcessingTxt2Img", "StableDiffusionProcessingImg2Img",
+           "Processed", "process_images", "processing_for", "fix_seed", "get_fixed_seed", "create_infotext"]

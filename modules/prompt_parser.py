@@ -3,13 +3,13 @@
 Extensions (dynamic prompts, regional prompters, prompt visualisers) import these names
 and expect A1111's return shapes: lists of ``[end_step, text]`` and ``[text, weight]``
 pairs (lists, not tuples), the multicond index triple. The semantics live in
-`modules.prompts`; this module only adapts shapes. Kiln code uses `modules.prompts`.
+`modules.text.prompt_syntax`; this module only adapts shapes. Kiln code uses `modules.text.prompt_syntax`.
 """
 from __future__ import annotations
 
 import re
 
-from modules import prompts
+from modules.text import prompt_syntax as prompts
 
 # The same patterns A1111 exposes (extensions use them to find emphasis and BREAK).
 re_attention = re.compile(r"""

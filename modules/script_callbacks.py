@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from modules.extensions import ErrorLog
+from modules.extensions.discovery import ErrorLog
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 from modules import script_callbacks
-from modules.extensions import ErrorLog, Extension
-from modules.processing import Batch, Hooks
-from modules.request import GenerationRequest, RequestError
+from modules.extensions.discovery import ErrorLog, Extension
+from modules.generation.pipeline import Batch, Hooks
+from modules.generation.request import GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def load_scripts(extensions: list[Extension], errors: ErrorLog,
                  registry: script_callbacks.CallbackRegistry) -> "ScriptRunner":
     """Import every script file of `extensions` (the active ones, in load order; script
     order from metadata.ini as A1111); callbacks go to `registry`, failures to `errors`."""
-    from modules.extensions import script_order
+    from modules.extensions.discovery import script_order
 
     classes: list[tuple[type, Path, str]] = []
     order, problems = script_order([e for e in extensions if e.enabled])
@@ -397,7 +397,7 @@ class ScriptHooks(Hooks):
         return out
 
     def save_image(self, image, folder: Path, suffix: str, text: str) -> Path:
-        from modules import images
+        from modules.files import images
 
         if not self.callbacks:
             return images.save_image(image, folder, suffix, text)
@@ -418,7 +418,7 @@ def run_request(runtime, request: GenerationRequest, control):
     """A job from the UI or the API: the selected script's run(), or process_images, with
     the always-on scripts' hooks. Returns the processing.GenerationResult the UI and API
     show (the Processed the scripts returned, as a GenerationResult)."""
-    from modules.script_processing import process_images, processing_for
+    from modules.processing import process_images, processing_for
 
     runner = runtime.scripts
     p = processing_for(request, runtime, control)

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from modules.models.synthetic import write_checkpoint
+from tests.synthetic import write_checkpoint
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -32,7 +32,7 @@ def tiny_ckpt_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_runtime(tmp_path, tiny_ckpt_dir):
-    from modules.devices import DeviceConfig
+    from modules.device.devices import DeviceConfig
     from modules.runtime import Runtime, RuntimeConfig
 
     def make(ckpt: str | None = "tiny-sd1.safetensors", **kw):

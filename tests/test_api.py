@@ -23,8 +23,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, PngImagePlugin
 
-from modules import cmd_args, infotext, previews
-from modules.jobs import JobQueue, Progress
+from modules import cmd_args
+from modules.files import infotext
+from modules.runtime import previews
+from modules.runtime.jobs import JobQueue, Progress
 from webui.server import create_app
 
 SMALL = {"width": 64, "height": 64, "steps": 3}
@@ -304,14 +306,16 @@ def test_img2img_output_has_the_requested_size(client):
 
 
 def test_unsent_size_is_the_models_native_size_or_the_init_images(client, runtime):
-    # A1111 would draw 512x512 on any model; a 64-pixel model gets 64x64, an init image keeps its size
-    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 1})
+    # A1111 would draw 512x512 on any model; the 64-pixel demo model gets 64x64 (the tiny
+    # test checkpoints say 512 and would take minutes on a CPU), an init image keeps its size
+    demo = {"sd_model_checkpoint": "kiln-demo-shapes"}
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 1, "override_settings": demo})
     assert r.status_code == 200, r.text
-    native = runtime.model.info.native_size
-    assert decode(r.json()["images"][0]).size == tuple(native)
-    assert f"Size: {native[0]}x{native[1]}," in json.loads(r.json()["info"])["infotexts"][0]
+    native = runtime.load_model("kiln-demo-shapes").info.native_size
+    assert tuple(native) == (64, 64) and decode(r.json()["images"][0]).size == (64, 64)
+    assert "Size: 64x64," in json.loads(r.json()["info"])["infotexts"][0]
     r = client.post("/sdapi/v1/img2img", json={"steps": 2, "seed": 1, "init_images": [b64png(gradient(96, 80))],
-                                               "denoising_strength": 0.5})
+                                               "denoising_strength": 0.5, "override_settings": demo})
     assert r.status_code == 200, r.text
     assert decode(r.json()["images"][0]).size == (96, 80)
 

@@ -1,7 +1,7 @@
 """The benchmark script keeps working (its numbers are not checked: no timed tests)."""
 from __future__ import annotations
 
-from modules import benchmark
+from benchmarks import speed as benchmark
 
 
 def test_benchmark_prints_a_row_per_setting_and_engine(tmp_path, capsys):

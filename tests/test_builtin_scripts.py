@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from modules import cmd_args, infotext
-from modules.request import GenerationRequest, RequestError
+from modules import cmd_args
+from modules.files import infotext
+from modules.generation.request import GenerationRequest, RequestError
 from webui.server import create_app
 
 SMALL = dict(width=64, height=64, steps=2, sampler_name="Euler")
@@ -325,7 +326,7 @@ def test_builtin_scripts_load_without_importing_gradio(tmp_path):
     code = (
         "import json, sys, torch\n"
         "from pathlib import Path\n"
-        "from modules.devices import DeviceConfig\n"
+        "from modules.device.devices import DeviceConfig\n"
         "from modules.runtime import Runtime, RuntimeConfig\n"
         f"rt = Runtime(RuntimeConfig(data_dir=Path({str(tmp_path)!r}), "
         "device=DeviceConfig(torch.device('cpu'), torch.float32, 'sdpa')))\n"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules import conditioning
-from modules.request import GenerationRequest
+from modules.text import conditioning
+from modules.generation.request import GenerationRequest
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from modules import devices, processing
-from modules.request import GenerationRequest
+from modules.device import devices
+from modules.generation import pipeline as processing
+from modules.generation.request import GenerationRequest
 
 
 @pytest.fixture

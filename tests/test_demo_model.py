@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from modules.devices import DeviceConfig
+from modules.device.devices import DeviceConfig
 from modules.models.detect import read_safetensors_header
-from modules.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.runtime import DEMO_CHECKPOINT, REPO_ROOT, Runtime, RuntimeConfig
 from modules.training.evaluate import evaluate
 from modules.training.shapes_world import COLOURS, nearest_colour

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from modules import cmd_args, extension_git, extension_install, extensions
-from modules.extension_install import InstallError, InstallStamps
+from modules import cmd_args
+from modules.extensions import git as extension_git, install as extension_install, discovery as extensions
+from modules.extensions.install import InstallError, InstallStamps
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_install_py_runs_once_for_a_new_extension_again_after_a_change_and_a_fai
     assert ran.read_text() == "good\ngood\n"
 
     # the failure is in the Extensions tab's error log, with the extension's name and output
-    from modules.devices import DeviceConfig
+    from modules.device.devices import DeviceConfig
     from modules.runtime import Runtime, RuntimeConfig
 
     import torch
@@ -512,7 +513,7 @@ def test_the_example_extension_from_the_guide_installs_loads_and_works(make_runt
     import numpy as np
     import gradio as gr
 
-    from modules.request import GenerationRequest
+    from modules.generation.request import GenerationRequest
     from tests.conftest import ROOT
     from webui.ui import app as ui_app
     from webui.ui import extensions as tab

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules import img2img
-from modules.processing import JobControl
-from modules.request import GenerationRequest, RequestError
+from modules.generation import img2img
+from modules.generation.pipeline import JobControl
+from modules.generation.request import GenerationRequest, RequestError
 
 
 def picture(w=96, h=64) -> Image.Image:

@@ -3,10 +3,10 @@ import io
 import pytest
 from PIL import Image
 
-from modules.infotext import (build_infotext, format_value, model_name_for_infotext,
+from modules.files.infotext import (build_infotext, format_value, model_name_for_infotext,
                               parse_infotext, read_infotext, request_fields_from_infotext,
                               split_sampler_name, write_png_with_infotext)
-from modules.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 
 A1111_TEXT = (
     "masterpiece, best quality, (a cat:1.2) sitting on a chair, <lora:add_detail:0.8>\n"
@@ -211,7 +211,7 @@ def test_read_infotext_none_and_exif(tmp_path):
 
 def test_infotext_module_imports_no_ui():
     import ast
-    from modules import infotext
+    from modules.files import infotext
     tree = ast.parse(open(infotext.__file__, encoding="utf-8").read())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

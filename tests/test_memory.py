@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from modules import memory, processing
-from modules.devices import DeviceConfig
-from modules.request import GenerationRequest
+from modules.device import memory
+from modules.generation import pipeline as processing
+from modules.device.devices import DeviceConfig
+from modules.generation.request import GenerationRequest
 from modules.runtime import Runtime, RuntimeConfig
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from modules.models import configs
 from modules.models.detect import CheckpointError, detect, read_safetensors_header
 from modules.models.loader import load_checkpoint
-from modules.models.synthetic import build_modules, to_ldm_state
+from tests.synthetic import build_modules, to_ldm_state
 
 
 def _load(path, tmp_path, **kw):

@@ -15,8 +15,10 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
-from modules import cmd_args, conditioning, infotext
-from modules.request import GenerationRequest
+from modules import cmd_args
+from modules.text import conditioning
+from modules.files import infotext
+from modules.generation.request import GenerationRequest
 from webui.server import create_app
 
 SMALL = dict(width=64, height=64, steps=3, seed=11, save_images=False)
@@ -24,7 +26,7 @@ SMALL = dict(width=64, height=64, steps=3, seed=11, save_images=False)
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, tiny_ckpt_dir):
-    from modules.devices import DeviceConfig
+    from modules.device.devices import DeviceConfig
     from modules.runtime import Runtime, RuntimeConfig
 
     config = RuntimeConfig(data_dir=tmp_path_factory.mktemp("networks"), ckpt="tiny-sd1.safetensors",

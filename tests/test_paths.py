@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from modules import paths
-from modules.paths import (HashCache, ModelFile, ModelPathsError, add_ckpt_dir, add_comfyui_dir,
+from modules.files import model_folders as paths
+from modules.files.model_folders import (HashCache, ModelFile, ModelPathsError, add_ckpt_dir, add_comfyui_dir,
                            add_lora_dir, checkpoint_title, default_folders, list_models,
                            load_extra_model_paths)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 
 PINNED = Path(__file__).resolve().parent / "pinned"
 DEMO = "kiln-demo-shapes.safetensors"
@@ -47,7 +47,7 @@ CASES = {
 def demo_runtime(tmp_path_factory):
     import torch
 
-    from modules.devices import DeviceConfig
+    from modules.device.devices import DeviceConfig
     from modules.runtime import Runtime, RuntimeConfig
 
     config = RuntimeConfig(data_dir=tmp_path_factory.mktemp("pinned-data"),

@@ -6,7 +6,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from modules import infotext
+from modules.files import infotext
 from tests.test_api import SMALL, args_for, decode
 from webui.server import create_app
 
@@ -76,7 +76,7 @@ def test_sdxl_crop_changes_the_picture(make_runtime):
 def test_sdxl_time_ids_follow_the_settings():
     import torch
 
-    from modules.conditioning import TextSettings, sdxl_time_ids
+    from modules.text.conditioning import TextSettings, sdxl_time_ids
 
     class Model:
         dtype, device = torch.float32, torch.device("cpu")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from modules.prompts import (
+from modules.text.prompt_syntax import (
     ExtraNetwork, Style, apply_styles, extract_extra_networks, get_schedule,
     load_styles_csv, lora_weights, merge_style, multicond_schedules, parse_attention,
     save_styles_csv, split_and, text_at_step,

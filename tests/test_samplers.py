@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from modules import samplers as S
+from modules.sampling import samplers as S
 
 SHAPE = (1, 4, 8, 8)
 CFG = 3.0

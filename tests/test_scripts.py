@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from modules import cmd_args, infotext, script_callbacks
-from modules.request import GenerationRequest, RequestError
+from modules import cmd_args, script_callbacks
+from modules.files import infotext
+from modules.generation.request import GenerationRequest, RequestError
 from webui.server import create_app
 
 SMALL = dict(width=64, height=64, steps=3, sampler_name="Euler")

@@ -15,8 +15,9 @@ import gradio as gr
 import pytest
 from fastapi.testclient import TestClient
 
-from modules import conditioning, option_rules
-from modules.options import Options
+from modules.text import conditioning
+from modules.runtime import option_rules
+from modules.runtime.options import Options
 from tests.test_api import args_for
 from webui.server import create_app
 from webui.ui import app as ui_app

@@ -6,9 +6,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from modules import styles
-from modules.prompts import Style
-from modules.request import GenerationRequest, RequestError
+from modules.text import styles
+from modules.text.prompt_syntax import Style
+from modules.generation.request import GenerationRequest, RequestError
 from tests.test_api import SMALL, args_for
 from webui.server import create_app
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from modules import benchmark
-from modules.devices import DeviceConfig
-from modules.models.synthetic import write_checkpoint
-from modules.request import GenerationRequest
+from benchmarks import speed as benchmark
+from modules.device.devices import DeviceConfig
+from tests.synthetic import write_checkpoint
+from modules.generation.request import GenerationRequest
 from modules.runtime import Runtime, RuntimeConfig
 
 CPU = DeviceConfig(torch.device("cpu"), torch.float32, "sdpa")

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modules import infotext, samplers
-from modules.processing import JobControl
-from modules.request import GenerationRequest, RequestError
+from modules.files import infotext
+from modules.sampling import samplers
+from modules.generation.pipeline import JobControl
+from modules.generation.request import GenerationRequest, RequestError
 
 SMALL = dict(width=64, height=64, steps=4)
 

@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from modules import infotext
+from modules.files import infotext
 
 
 def test_page_is_served_on_loopback(server):

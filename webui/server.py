@@ -9,7 +9,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from modules import cmd_args, devices  # noqa: E402
+from modules import cmd_args  # noqa: E402
+from modules.device import devices
 from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig  # noqa: E402
 
 log = logging.getLogger("kiln")

@@ -295,7 +295,7 @@ def used_in(model, texts: list[str]) -> list[str]:
     reg = registry(model)
     if reg is None or not reg.first:
         return []
-    from modules import prompts as prompt_syntax
+    from modules.text import prompt_syntax
     tokenizer = model.tokenizers[0]
     seen: list[str] = []
     for text in texts:

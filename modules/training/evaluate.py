@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.training.shapes_world import POSITIONS, SHAPES, Scene, classify, random_scene
 
 
@@ -93,7 +93,7 @@ def evaluate(runtime, prompts: int = 40, seeds: int = 2, seed: int = 1000, steps
 def main(argv=None):
     import torch
 
-    from modules.devices import choose
+    from modules.device.devices import choose
     from modules.models.detect import CheckpointError
     from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig
 

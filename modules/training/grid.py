@@ -16,9 +16,9 @@ PROMPTS = [
 
 
 def main(argv=None):
-    from modules.devices import choose
-    from modules.images import image_grid
-    from modules.request import GenerationRequest
+    from modules.device.devices import choose
+    from modules.files.images import image_grid
+    from modules.generation.request import GenerationRequest
     from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig
 
     ap = argparse.ArgumentParser(description=__doc__)

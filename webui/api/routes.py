@@ -23,10 +23,15 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from modules import conditioning, extension_git, infotext, option_rules, paths, postprocessing, samplers, styles
+from modules.text import conditioning, styles
+from modules.extensions import git as extension_git
+from modules.files import infotext, model_folders as paths
+from modules.runtime import option_rules
+from modules.upscaling import upscalers as postprocessing
+from modules.sampling import samplers
 from modules.models.detect import CheckpointError
-from modules.option_rules import OptionError
-from modules.request import GenerationRequest, RequestError
+from modules.runtime.option_rules import OptionError
+from modules.generation.request import GenerationRequest, RequestError
 from webui.api import models
 from webui.api.auth import basic_auth
 from webui.api.codec import decode_image, encode_png

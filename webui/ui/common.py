@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modules import samplers
+from modules.sampling import samplers
 from modules.models.detect import CheckpointError
-from modules.request import RequestError
+from modules.generation.request import RequestError
 
 GPU = "gpu"  # every event that uses the device shares this concurrency id (one at a time)
 USER_ERRORS = (RequestError, CheckpointError, samplers.SamplerError)

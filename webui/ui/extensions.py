@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from modules import extension_git, extension_install
-from modules.extension_install import InstallError
+from modules.extensions import git as extension_git, install as extension_install
+from modules.extensions.install import InstallError
 
 HEADERS = ["Enabled", "Update", "Extension", "Built in", "Version", "Date", "Remote", "Status"]
 ENABLED, UPDATE, NAME = 0, 1, 2

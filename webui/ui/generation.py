@@ -7,9 +7,11 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
-from modules import img2img, infotext, styles
-from modules.processing import JobControl
-from modules.request import GenerationRequest, RequestError
+from modules.generation import img2img
+from modules.files import infotext
+from modules.text import styles
+from modules.generation.pipeline import JobControl
+from modules.generation.request import GenerationRequest, RequestError
 from webui.ui import styles as styles_ui
 from webui.ui.common import GPU, USER_ERRORS, sampler_dropdowns, seed_row, user_error
 from webui.ui.scripts import ScriptControls

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modules import infotext, styles
-from modules.request import RequestError
+from modules.files import infotext
+from modules.text import styles
+from modules.generation.request import RequestError
 from webui.ui import generation
 
 

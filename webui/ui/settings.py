@@ -16,8 +16,8 @@ from typing import Any
 
 import gradio as gr
 
-from modules import option_rules
-from modules.option_rules import OptionError
+from modules.runtime import option_rules
+from modules.runtime.option_rules import OptionError
 
 EMPHASIS_INFO = ("Original: weights scale the tokens, then the mean is restored (A1111's); No norm: without "
                  "restoring the mean; Ignore: brackets are read, their weights ignored; None: brackets are text")

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from modules import styles
-from modules.prompts import Style
-from modules.request import RequestError
+from modules.text import styles
+from modules.text.prompt_syntax import Style
+from modules.generation.request import RequestError
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from modules import images, scripts
+from modules import images
+from modules import scripts
 from modules.processing import fix_seed, process_images
 from modules.shared import opts, state
 

@@ -27,9 +27,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from modules import images, samplers, scripts
+from modules import images
+from modules.sampling import samplers
+from modules import scripts
 from modules.processing import Processed, fix_seed, process_images
-from modules.request import RequestError
+from modules.generation.request import RequestError
 from modules.shared import opts, state
 
 

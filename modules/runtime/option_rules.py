@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from modules.conditioning import EMPHASIS_MODES
-from modules.extensions import DISABLE_ALL_CHOICES
-from modules.options import Options
+from modules.text.conditioning import EMPHASIS_MODES
+from modules.extensions.discovery import DISABLE_ALL_CHOICES
+from modules.runtime.options import Options
 
 # shown but not changed from the page or over the API: the output folder, and the limits
 # that protect the server from its clients (a person edits config.json to change them)

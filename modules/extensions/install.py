@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from modules import extension_git
-from modules.extensions import Extension, ErrorLog
+from modules.extensions import git as extension_git
+from modules.extensions.discovery import Extension, ErrorLog
 
 INSTALL_TIMEOUT_S = 1800  # install.py usually pip-installs; a hung one must not block start-up forever
 STAMPS_FILE = Path(".cache") / "extension-installs.json"  # under the data dir
@@ -183,7 +183,7 @@ def run_installer(ext: Extension, python: str, stamps: InstallStamps, env: dict[
     stamp = install_stamp(ext)
     if stamp is None or (not force and stamps.done.get(ext.name) == stamp):
         return InstallerRun(ext.name, ran=False)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repo root, where launch.py is
     run_env = dict(os.environ if env is None else env)
     # A1111's install.py files `import launch` (run_pip, is_installed): launch.py is in the repo root
     run_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), run_env.get("PYTHONPATH", "")) if p)
@@ -246,7 +246,7 @@ def report_failed_installs(data_dir: Path, errors: ErrorLog, names: set[str] | N
 def set_enabled(options, enabled: dict[str, bool], disable_all: str | None = None) -> list[str]:
     """Update `options.disabled_extensions` (A1111's setting) from name -> enabled; names not
     given keep their state. Returns the new disabled list. The caller saves the options."""
-    from modules.extensions import DISABLE_ALL_CHOICES
+    from modules.extensions.discovery import DISABLE_ALL_CHOICES
 
     disabled = {n for n in options.disabled_extensions if isinstance(n, str)}
     for name, on in enabled.items():

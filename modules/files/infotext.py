@@ -21,7 +21,7 @@ import re
 from pathlib import Path, PurePath
 from typing import Any
 
-from modules.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 
 # A1111's schedule types ("Schedule type" in the infotext), longest first so that
 # "SGM Uniform" wins over "Uniform" when splitting a legacy sampler name.

@@ -1,9 +1,9 @@
 """Speed benchmark: Kiln's txt2img against plain diffusers on the same modules.
 
-    python3 -m modules.benchmark                 # GPU: SD1.5 and SDXL, full size, random weights
-    python3 -m modules.benchmark --cpu-small     # CPU (automatic without CUDA): demo + tiny SD1
-    python3 -m modules.benchmark --switching     # RSS over 10 checkpoint switches
-    python3 -m modules.benchmark --threads-sweep # CPU: 1 thread against all, by job size
+    python3 -m benchmarks.speed                 # GPU: SD1.5 and SDXL, full size, random weights
+    python3 -m benchmarks.speed --cpu-small     # CPU (automatic without CUDA): demo + tiny SD1
+    python3 -m benchmarks.speed --switching     # RSS over 10 checkpoint switches
+    python3 -m benchmarks.speed --threads-sweep # CPU: 1 thread against all, by job size
 
 Nothing is downloaded: the checkpoints are built from the published architectures with
 random weights (modules/models/synthetic.py, so the FLOPs are the real ones), written in
@@ -36,14 +36,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from modules import devices, memory, processing
+from modules.device import devices, memory
+from modules.generation import pipeline as processing
 from modules.models.loader import LoadedModel, load_checkpoint
-from modules.models.synthetic import write_checkpoint
-from modules.request import GenerationRequest
+from tests.synthetic import write_checkpoint
+from modules.generation.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "Stable-diffusion" / "kiln-demo-shapes.safetensors"
 # image size per model: the demo's native 64x64; the tiny test model at 64x64 as well (its
 # file says SD1, so its "native" 512 would be a 256x256 latent for a toy UNet)
@@ -376,7 +377,7 @@ def startup(port: int = 0, timeout: float = 600.0) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> tuple[list[Row], str]:
-    p = argparse.ArgumentParser(prog="python3 -m modules.benchmark", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.speed", description=__doc__.split("\n")[0])
     p.add_argument("--cpu-small", action="store_true", help="CPU, small models (automatic without CUDA)")
     p.add_argument("--models", nargs="+", default=None, help="demo, tiny-sd1, sd15, sdxl")
     p.add_argument("--steps", type=int, default=20)

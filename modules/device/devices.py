@@ -88,7 +88,7 @@ def optimize(model, *, channels_last: bool = False, compile: bool = False) -> No
 
 # Below this much work per UNet call (parameters x images x latent positions), one CPU
 # thread samples faster than several: each op is too small to split, and the threads'
-# hand-offs cost more than they save. `python -m modules.benchmark --threads-sweep
+# hand-offs cost more than they save. `python3 -m benchmarks.speed --threads-sweep
 # --models demo` on this 2-core CPU, s/image on 1 thread against 2: 0.24 / 0.66 at 4.9e8
 # (64x64, batch 1), 0.54 / 0.93 at 2.0e9 (128x128, batch 1), 0.45 / 0.55 at 4.0e9
 # (batch 2), 0.40 / 0.39 at 7.9e9 (batch 4); the previous demo model (16x16 latents) had

@@ -78,7 +78,7 @@ def preview_images(latents: torch.Tensor, space: str | None, scale: int = 8) -> 
 
 def preview(latents: torch.Tensor, space: str | None, scale: int = 8) -> Image.Image:
     """The preview of a batch: one image, or a grid of them (as A1111 shows)."""
-    from modules.images import image_grid
+    from modules.files.images import image_grid
 
     images = preview_images(latents, space, scale)
     return images[0] if len(images) == 1 else image_grid(images)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modules import prompts as prompt_syntax
+from modules.text import prompt_syntax
 from modules.models import embeddings as textual_inversion
 
 CHUNK = 75

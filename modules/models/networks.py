@@ -20,8 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import paths
-from modules import prompts as prompt_syntax
+from modules.files import model_folders as paths
+from modules.text import prompt_syntax
 from modules.models import embeddings, lora
 
 log = logging.getLogger(__name__)

@@ -2,16 +2,16 @@
 
 A style is a name, a prompt text and a negative text. Applying it puts the request's
 prompt into the style's ``{prompt}`` placeholder, or appends the style after ", "
-(`modules.prompts.merge_style`). The runtime applies a request's styles before it is
+(`modules.text.prompt_syntax.merge_style`). The runtime applies a request's styles before it is
 queued, so the sampler, the infotext and the saved files see the expanded prompts, as
-in A1111. Reading and writing the CSV are `modules.prompts`' load/save_styles_csv.
+in A1111. Reading and writing the CSV are `modules.text.prompt_syntax`' load/save_styles_csv.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from modules.prompts import Style, apply_styles, load_styles_csv, save_styles_csv
-from modules.request import GenerationRequest, RequestError
+from modules.text.prompt_syntax import Style, apply_styles, load_styles_csv, save_styles_csv
+from modules.generation.request import GenerationRequest, RequestError
 
 FILE_NAME = "styles.csv"
 PROMPTS_BEFORE_STYLES = "prompts_before_styles"  # key in GenerationRequest.extra

@@ -17,15 +17,21 @@ from pathlib import Path
 
 import torch
 
-from modules import (conditioning, devices, extension_git, extension_install, extensions, extra_networks, memory,
-                     option_rules, paths, previews, processing, script_callbacks, scripts, styles)
-from modules.devices import DeviceConfig, apply_attention
-from modules.jobs import JobQueue, Progress, Task
+from modules.text import conditioning, styles
+from modules.device import devices, memory
+from modules.extensions import git as extension_git, install as extension_install, discovery as extensions
+from modules.models import networks as extra_networks
+from modules.runtime import option_rules, previews
+from modules.files import model_folders as paths
+from modules.generation import pipeline as processing
+from modules import script_callbacks, scripts
+from modules.device.devices import DeviceConfig, apply_attention
+from modules.runtime.jobs import JobQueue, Progress, Task
 from modules.models import embeddings as textual_inversion
 from modules.models.detect import CheckpointError
 from modules.models.loader import LoadedModel, load_checkpoint, read_state_dict
-from modules.options import Options
-from modules.request import GenerationRequest, Limits, RequestError
+from modules.runtime.options import Options
+from modules.generation.request import GenerationRequest, Limits, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,7 @@ log = logging.getLogger(__name__)
 # checkpoint's weights and are dropped (the new weights overwrite the merged ones).
 MODULE_EXTRAS = ("offloader", "embeddings", "lora_layers")
 DEMO_CHECKPOINT = "kiln-demo-shapes.safetensors"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
