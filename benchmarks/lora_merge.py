@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from modules.models import lora
+from modules.models.loader import Attachments
 from tests.synthetic import build_modules
 
 
@@ -35,7 +36,7 @@ def main() -> None:
     unet, _vae, texts = build_modules(args.family, "full")
     unet.to(args.device, dtype)
     texts = [t.to(args.device, dtype) for t in texts]
-    model = SimpleNamespace(unet=unet, text_encoders=texts, extras={})
+    model = SimpleNamespace(unet=unet, text_encoders=texts, attachments=Attachments())
     print(f"built full-size {args.family} in {time.perf_counter() - started:.1f}s on {args.device} ({args.dtype})")
 
     # a kohya LoRA over every attention projection and MLP of the UNet and text encoders
@@ -62,7 +63,7 @@ def main() -> None:
             fn()
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            print(f"{what:<28} {1000 * (time.perf_counter() - t):8.1f} ms   merges={model.extras['lora'].merges}")
+            print(f"{what:<28} {1000 * (time.perf_counter() - t):8.1f} ms   merges={model.attachments.lora.merges}")
 
         print(f"LoRA: {len(targets)} layers, rank {args.rank}, {size:.0f} MiB")
         timed("apply", lambda: lora.activate(model, wanted))

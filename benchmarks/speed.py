@@ -37,7 +37,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from modules.device import devices, memory
-from modules.generation import pipeline as processing
+from modules.generation import pipeline
+from modules.generation.hooks import JobControl
 from modules.models.loader import LoadedModel, load_checkpoint
 from tests.synthetic import write_checkpoint
 from modules.generation.request import GenerationRequest
@@ -140,7 +141,7 @@ def diffusers_pipeline(model: LoadedModel):
     scheduler = EulerAncestralDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                                 beta_schedule="scaled_linear", timestep_spacing="leading",
                                                 steps_offset=1, prediction_type=model.info.prediction_type)
-    if model.family == "sdxl":
+    if model.family.added_conditioning:  # SDXL: two text encoders, pooled text + time ids
         pipe = StableDiffusionXLPipeline(vae=model.vae, text_encoder=model.text_encoders[0],
                                          text_encoder_2=model.text_encoders[1], tokenizer=model.tokenizers[0],
                                          tokenizer_2=model.tokenizers[1], unet=model.unet, scheduler=scheduler)
@@ -156,14 +157,14 @@ def diffusers_pipeline(model: LoadedModel):
 
 def kiln_run(model: LoadedModel, size: tuple[int, int], steps: int, batch: int, outdir: Path, per_step: bool,
              auto_threads: bool = True):
-    """Kiln's txt2img (processing.generate, images not saved). Returns (step it/s, seconds)."""
+    """Kiln's txt2img (pipeline.generate, images not saved). Returns (step it/s, seconds)."""
     clock = Clock(model.device)
-    control = processing.JobControl(on_step=(lambda *_: clock.mark()) if per_step else None)
+    control = JobControl(on_step=(lambda *_: clock.mark()) if per_step else None)
     request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=steps, sampler_name="Euler a",
                                 cfg_scale=7.0, width=size[0], height=size[1], seed=1, batch_size=batch,
                                 save_images=False)
     clock.mark()
-    processing.generate(model, request, outdir=outdir, control=control, save_grid=False, auto_threads=auto_threads)
+    pipeline.generate(model, request, outdir=outdir, control=control, save_grid=False, auto_threads=auto_threads)
     clock.mark()
     total = clock.seconds(0, -1)
     its = (steps - 1) / clock.seconds(1, -2) if per_step and steps > 1 else None
@@ -317,7 +318,7 @@ def rss_mb() -> float:
 def switching(cache: Path, device: torch.device, dtype: torch.dtype, n: int = 10, names=("tiny-sd1", "tiny-sd1-b"),
               ckpt_cache: int = 0) -> list[float]:
     """RSS (MiB) after each of `n` switches between two checkpoints, through the Runtime."""
-    from modules.runtime import Runtime, RuntimeConfig
+    from modules.runtime.runtime import Runtime, RuntimeConfig
 
     paths = [checkpoint_for(name, cache) for name in names]
     if paths[0].parent != paths[1].parent:  # the demo lives in the repo: list both from one folder
@@ -328,7 +329,7 @@ def switching(cache: Path, device: torch.device, dtype: torch.dtype, n: int = 10
         runtime.options.sd_checkpoint_cache = ckpt_cache
         out = []
         for i in range(n):
-            runtime.load_model(paths[i % 2].name)
+            runtime.checkpoints.load(paths[i % 2].name)
             gc.collect()
             out.append(rss_mb())
         return out

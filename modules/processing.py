@@ -1,10 +1,11 @@
-"""A1111's `p` and `Processed`, and `process_images(p)`: what extension scripts receive,
-return and call. modules/processing.py re-exports them under A1111's names.
+"""A1111's `modules.processing`: `p` and `Processed`, and `process_images(p)`: what
+extension scripts receive, return and call.
 
 `p` (StableDiffusionProcessing) is a thin wrapper over the job's GenerationRequest with
 A1111's attribute names; `p.to_request()` turns it back into a GenerationRequest, so one
-request type still feeds the engine: p -> request -> the same loop the UI and API use
-(`Runtime.generate`, which runs at once when called from inside the running job).
+request type still feeds the engine: p -> request -> the same loop the UI and API use.
+Inside the running job (a script's run()) process_images runs the engine at once
+(`Runtime.run_engine`); from outside a job it queues one (`Runtime.generate`).
 
 A1111's rules kept here: `p.prompt` / `p.negative_prompt` / `p.seed` may be lists (one
 per image, as the prompt matrix sets them); `process_images` builds `p.all_prompts`,
@@ -17,8 +18,20 @@ import dataclasses
 import json
 from pathlib import Path
 
-from modules.generation.pipeline import GenerationResult, JobControl, resolve_seed
-from modules.generation.request import GenerationRequest
+import logging
+
+import numpy as np
+import torch
+from PIL import Image
+
+from modules import script_callbacks
+from modules.files import images, infotext
+from modules.generation.hooks import Batch, Hooks, JobControl
+from modules.generation.pipeline import GenerationResult
+from modules.generation.request import GenerationRequest, Limits, PerImage
+from modules.generation.seeds import per_image, resolve_seed
+
+log = logging.getLogger(__name__)
 
 # GenerationRequest fields p mirrors under the same (A1111) names
 _MIRRORED = ("prompt", "negative_prompt", "steps", "sampler_name", "scheduler", "cfg_scale", "width", "height",
@@ -28,8 +41,7 @@ _MIRRORED = ("prompt", "negative_prompt", "steps", "sampler_name", "scheduler", 
 
 
 def _runtime():
-    from modules import script_callbacks
-
+    """The runtime the edge was handed at start-up (modules/scripts.py's attach)."""
     return script_callbacks.registry.runtime
 
 
@@ -49,12 +61,12 @@ class StableDiffusionProcessing:
         self.runtime = _runtime()
         self.control = JobControl()
         self.scripts = None  # the ScriptRunner (always-on hooks run when it is set)
-        self.script_args: list = list(base.script_args or [])
-        self.override_settings: dict = {}
+        self.script_args: list = list(base.scripts.args or [])
+        self.override_settings: dict = dict(base.override_settings)
         if base.checkpoint:
             self.override_settings["sd_model_checkpoint"] = base.checkpoint
         self.override_settings_restore_afterwards = True
-        self.extra_generation_params: dict = dict(base.extra_generation_params)
+        self.extra_generation_params: dict = dict(base.infotext_params)
         self.do_not_save_samples = not base.save_images
         self.do_not_save_grid = not base.save_grid
         self.all_prompts = self.all_negative_prompts = self.all_seeds = self.all_subseeds = None
@@ -89,21 +101,10 @@ class StableDiffusionProcessing:
     def setup_prompts_and_seeds(self) -> None:
         """A1111's setup: per-image prompts and seeds from p.prompt / p.seed (a value or a
         list); -1 seeds become one random seed, image i of the job gets seed + i."""
-        total = int(self.batch_size) * int(self.n_iter)
-        self.all_prompts = list(self.prompt) if isinstance(self.prompt, list) else [self.prompt] * total
-        n = len(self.all_prompts)
-        neg = self.negative_prompt
-        self.all_negative_prompts = list(neg) if isinstance(neg, list) else [neg] * n
-        if isinstance(self.seed, list):
-            self.all_seeds = [int(s) for s in self.seed]
-        else:
-            seed = resolve_seed(self.seed)
-            self.all_seeds = [seed + i for i in range(n)]
-        if isinstance(self.subseed, list):
-            self.all_subseeds = [int(s) for s in self.subseed]
-        else:
-            subseed = resolve_seed(self.subseed)
-            self.all_subseeds = [subseed + i for i in range(n)]
+        each = per_image(self.prompt, self.negative_prompt, self.seed, self.subseed,
+                         int(self.batch_size) * int(self.n_iter))
+        self.all_prompts, self.all_negative_prompts = each.prompts, each.negative_prompts
+        self.all_seeds, self.all_subseeds = each.seeds, each.subseeds
 
     def to_request(self) -> GenerationRequest:
         """This p as the GenerationRequest the engine runs (fields p does not know, such as
@@ -114,18 +115,28 @@ class StableDiffusionProcessing:
             if isinstance(changes[name], list):  # the request keeps one value; the lists go per image
                 values = getattr(self, all_name) or changes[name]
                 changes[name] = values[0] if values else ("" if "prompt" in name else -1)
-        checkpoint = self.override_settings.get("sd_model_checkpoint") or None
-        clip_skip = self.override_settings.get("CLIP_stop_at_last_layers")
+        overrides = dict(self.override_settings)
+        checkpoint = overrides.pop("sd_model_checkpoint", None) or None
+        clip_skip = overrides.pop("CLIP_stop_at_last_layers", None)
         if clip_skip:
             changes["clip_skip"] = int(clip_skip)
+        each = None
+        if self.all_prompts is not None:  # values a script did not set per image come from p's
+            own = per_image(self.prompt, self.negative_prompt, self.seed, self.subseed, len(self.all_prompts))
+            each = PerImage(list(self.all_prompts), list(self.all_negative_prompts or own.negative_prompts),
+                            [int(s) for s in self.all_seeds or own.seeds],
+                            [int(s) for s in self.all_subseeds or own.subseeds])
         return dataclasses.replace(
-            self.request, **changes, checkpoint=checkpoint,
-            mode="img2img" if self.is_img2img else "txt2img",
-            all_prompts=_list(self.all_prompts), all_negative_prompts=_list(self.all_negative_prompts),
-            all_seeds=_list(self.all_seeds), all_subseeds=_list(self.all_subseeds),
-            extra_generation_params=self.extra_generation_params,  # the same dict: batch hooks may add to it
-            save_images=not self.do_not_save_samples, save_grid=not self.do_not_save_grid,
-            script_name=None, script_args=[], alwayson_scripts={})
+            self.request, **changes, checkpoint=checkpoint, override_settings=overrides,
+            mode="img2img" if self.is_img2img else "txt2img", per_image=each,
+            infotext_params=self.extra_generation_params,  # the same dict: batch hooks may add to it
+            save_images=not self.do_not_save_samples, save_grid=not self.do_not_save_grid)
+
+    def validate(self) -> None:
+        """Kiln's addition: raise RequestError (the API answers 422, naming the field) for
+        a value this job cannot run with, against the runtime's limits."""
+        runtime = self.runtime or _runtime()
+        self.to_request().validate(runtime.settings.limits if runtime else Limits())
 
     def __copy__(self):
         """A1111's scripts copy p per sub-job (copy.copy(p)): the dicts and lists that a
@@ -145,10 +156,6 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     @property
     def is_img2img(self) -> bool:
         return True
-
-
-def _list(values):
-    return list(values) if values is not None else None
 
 
 class Processed:
@@ -219,34 +226,112 @@ class Processed:
             "sd_model_hash": self.sd_model_hash, "version": "kiln"})
 
 
-def processing_for(request: GenerationRequest, runtime, control: JobControl | None = None) -> StableDiffusionProcessing:
-    """The p of a job from the UI or the API."""
+def processing_for(request: GenerationRequest, runtime, control: JobControl | None = None,
+                   scripts=None) -> StableDiffusionProcessing:
+    """The p of a job from the UI or the API (`scripts`: the ScriptRunner whose always-on
+    hooks run)."""
     cls = StableDiffusionProcessingImg2Img if request.mode == "img2img" or request.init_images \
         else StableDiffusionProcessingTxt2Img
     p = cls(request)
     p.runtime = runtime
     p.control = control or JobControl()
-    p.scripts = runtime.scripts
+    p.scripts = scripts
     p.sd_model = runtime.model
     return p
+
+
+class PostprocessImageArgs:
+    """`postprocess_image(p, pp, *args)`: set `pp.image` to replace the picture
+    (A1111's scripts.PostprocessImageArgs; modules/scripts.py names it too)."""
+
+    def __init__(self, image):
+        self.image = image
+
+
+class ScriptHooks(Hooks):
+    """The engine loop's Hooks for one process_images(p) call: the always-on scripts'
+    batch hooks on `p`, and the extensions' per-step and image-saving callbacks."""
+
+    def __init__(self, p, runner, callbacks: script_callbacks.CallbackRegistry | None):
+        self.p, self.runner, self.callbacks = p, runner, callbacks
+        self.wants_cfg_denoiser = bool(callbacks and callbacks.has("cfg_denoiser"))
+
+    def batch_starting(self, batch: Batch) -> None:
+        p = self.p
+        p.iteration = batch.number
+        p.prompts, p.negative_prompts = list(batch.prompts), list(batch.negative_prompts)
+        p.seeds, p.subseeds = list(batch.seeds), list(batch.subseeds)
+        if self.runner:
+            kw = dict(batch_number=batch.number, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
+            self.runner.before_process_batch(p, **kw)
+            self.runner.process_batch(p, **kw)
+        n = len(batch.seeds)  # a hook may change the values, not the batch's size
+        batch.prompts, batch.negative_prompts = _sized(p.prompts, n), _sized(p.negative_prompts, n)
+        batch.seeds, batch.subseeds = [int(s) for s in _sized(p.seeds, n)], [int(s) for s in _sized(p.subseeds, n)]
+
+    def cfg_denoiser(self, x, image_cond, sigma, step, total, cond, uncond):
+        params = script_callbacks.CFGDenoiserParams(x, image_cond, sigma, step, total, cond, uncond)
+        self.callbacks.cfg_denoiser(params)
+        if params.x.shape != x.shape or params.text_cond.shape != cond.shape \
+                or params.text_uncond.shape != uncond.shape:
+            log.warning("on_cfg_denoiser changed a tensor's shape: ignored for this step")
+            return x, cond, uncond
+        return params.x, params.text_cond, params.text_uncond
+
+    def batch_done(self, batch: Batch, images: list) -> list:
+        if not self.runner or not self.runner.alwayson[self.p.is_img2img]:
+            return images
+        tensor = torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in images]))
+        tensor = tensor.permute(0, 3, 1, 2).contiguous()
+        before = tensor.clone()
+        self.runner.postprocess_batch(self.p, tensor, batch_number=batch.number)
+        if not torch.equal(before, tensor):  # a script changed the pixels in place
+            arr = (tensor.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            images = [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
+        out = []
+        for i, image in enumerate(images):
+            self.p.batch_index = i
+            pp = PostprocessImageArgs(image)
+            self.runner.postprocess_image(self.p, pp)
+            out.append(pp.image if pp.image is not None else image)
+        return out
+
+    def save_image(self, image, folder: Path, suffix: str, text: str) -> Path:
+        if not self.callbacks:
+            return images.save_image(image, folder, suffix, text)
+        params = script_callbacks.ImageSaveParams(image, self.p, str(folder), {"parameters": text})
+        self.callbacks.before_image_saved(params)
+        path = images.save_image(params.image, folder, suffix, params.pnginfo.get("parameters") or text)
+        params.filename = str(path)
+        self.callbacks.image_saved(params)
+        return path
+
+
+def _sized(values, n: int) -> list:
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    return (values + values[-1:] * n)[:n] if values else values
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:
     """Generate what p describes through the engine, with the always-on scripts' hooks
     (when p.scripts is set) and the extensions' callbacks. Called by a selectable
-    script's run(), inside the running job, it runs at once."""
-    from modules.scripts import ScriptHooks
-
+    script's run(), inside the running job, it runs at once; from outside a job, it
+    queues one."""
     runtime = p.runtime or _runtime()
     if runtime is None:
-        raise RuntimeError("process_images needs a Kiln runtime (none has loaded the scripts)")
+        raise RuntimeError("process_images needs a Kiln runtime (none was handed to the A1111 edge)")
     p.runtime = runtime
     p.setup_prompts_and_seeds()
     if p.scripts is not None:
         p.scripts.before_process(p)
         p.scripts.process(p)
-    hooks = ScriptHooks(p, p.scripts, runtime.callbacks)
-    result = runtime.generate(p.to_request(), p.control, job="scripts", hooks=hooks)
+    hooks = ScriptHooks(p, p.scripts, script_callbacks.registry)
+    request = p.to_request()
+    if runtime.job_running:  # a script inside the job: its progress and control go on
+        request.validate(runtime.settings.limits)
+        result = runtime.run_engine(request, p.control, hooks)
+    else:
+        result = runtime.generate(request, p.control, job="scripts", hooks=hooks)
     p.sd_model = runtime.model
     processed = Processed.from_result(p, result)
     if p.scripts is not None:
@@ -269,17 +354,14 @@ def get_fixed_seed(seed):
 def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0):
     """A1111's helper, for scripts that label their own images: the infotext of image
     `iteration * batch_size + position_in_batch` of p."""
-    from modules.files import infotext
-
     i = iteration * int(p.batch_size) + position_in_batch
-    request = p.to_request().replace(prompt=all_prompts[i], negative_prompt=(p.all_negative_prompts or [""])[
-        min(i, len(p.all_negative_prompts or [""]) - 1)])
-    model = p.sd_model
-    return infotext.build_infotext(request, seed=all_seeds[i], subseed=all_subseeds[i] if all_subseeds else None,
-                                   model_name=model.name if model else None,
-                                   model_hash=model.short_hash if model else None, width=p.width, height=p.height,
-                                   extra=dict(p.extra_generation_params) | {"Version": "kiln"})
+    negatives = p.all_negative_prompts or [""]
+    return infotext.image_infotext(p.to_request(), p.sd_model, prompt=all_prompts[i],
+                                   negative_prompt=negatives[min(i, len(negatives) - 1)], seed=all_seeds[i],
+                                   subseed=all_subseeds[i] if all_subseeds else None, width=p.width, height=p.height,
+                                   extra=dict(p.extra_generation_params))
 
 
 __all__ = ["StableDiffusionProcessing", "StableDiffusionProcessingTxt2Img", "StableDiffusionProcessingImg2Img",
-           "Processed", "process_images", "processing_for", "fix_seed", "get_fixed_seed", "create_infotext"]
+           "Processed", "process_images", "processing_for", "fix_seed", "get_fixed_seed", "create_infotext",
+           "PostprocessImageArgs", "ScriptHooks"]

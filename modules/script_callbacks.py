@@ -3,10 +3,11 @@ fixed points (app start, UI build, every sampler step, around image saving, mode
 
 A1111's API is module-level functions (`script_callbacks.on_cfg_denoiser(fn)`), so the
 functions need one registry they can reach: `registry`, a `CallbackRegistry` that the
-Runtime creates and installs (`install`) each time it (re)loads extensions. It is the one
-piece of state at the facade level; everything else is reached through it or passed
-explicitly. The engine never calls this module: the Runtime and modules/scripts.py
-(the loop's hooks) dispatch from the registry they hold.
+edge's script host creates and installs (`install`) when the app hands it the runtime
+(modules/scripts.py's attach). It is the one piece of state of the A1111 edge: `shared`
+and `processing` reach the runtime through it. The engine never imports this module:
+the script host forwards the engine's events (model loaded, restart) to it, and the
+loop's Hooks (modules/processing.py's ScriptHooks) dispatch per-step and saving events.
 
 Each callback call is isolated: an exception is recorded in the ErrorLog under the
 extension's name and the callback's event, the callback is skipped, the job goes on. A
@@ -74,7 +75,7 @@ class CallbackRegistry:
 
     def __init__(self, errors: ErrorLog | None = None, runtime=None):
         self.errors = errors or ErrorLog()
-        self.runtime = runtime  # the Runtime the scripts run in (modules/shared.py reads it)
+        self.runtime = runtime  # the runtime the edge was handed (modules/shared.py reads it)
         self.callbacks: dict[str, list[Callback]] = {event: [] for event in EVENTS}
         self.loading: Loading | None = None
 
@@ -136,7 +137,7 @@ def slow(extension: str, hook: str, seconds: float) -> None:
         log.warning("slow extension hook: %s %s took %.1f s", extension or "?", hook, seconds)
 
 
-registry = CallbackRegistry()  # replaced by the Runtime (install) when it loads extensions
+registry = CallbackRegistry()  # replaced when the app hands the edge its runtime (scripts.attach)
 
 
 def install(new: CallbackRegistry) -> None:

@@ -30,10 +30,13 @@ import sys
 import time
 from pathlib import Path
 
-from modules import script_callbacks
-from modules.extensions.discovery import ErrorLog, Extension
-from modules.generation.pipeline import Batch, Hooks
+from modules import processing, script_callbacks
+from modules.extensions.discovery import ErrorLog, Extension, script_order
+from modules.generation.hooks import JobControl
+from modules.generation.pipeline import GenerationResult
 from modules.generation.request import GenerationRequest, RequestError
+from modules.processing import PostprocessImageArgs
+from modules.runtime.runtime import JobRunner, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +47,6 @@ class _AlwaysVisible:
 
 
 AlwaysVisible = _AlwaysVisible()  # what show() returns for an always-on script
-
-
-class PostprocessImageArgs:
-    """`postprocess_image(p, pp, *args)`: set `pp.image` to replace the picture."""
-
-    def __init__(self, image):
-        self.image = image
 
 
 class PostprocessBatchListArgs:
@@ -170,8 +166,6 @@ def load_scripts(extensions: list[Extension], errors: ErrorLog,
                  registry: script_callbacks.CallbackRegistry) -> "ScriptRunner":
     """Import every script file of `extensions` (the active ones, in load order; script
     order from metadata.ini as A1111); callbacks go to `registry`, failures to `errors`."""
-    from modules.extensions.discovery import script_order
-
     classes: list[tuple[type, Path, str]] = []
     order, problems = script_order([e for e in extensions if e.enabled])
     for problem in problems:
@@ -248,12 +242,12 @@ class ScriptRunner:
     def validate(self, request: GenerationRequest) -> None:
         """RequestError (a 422 in the API) for a script name that is not loaded."""
         is_img2img = request.mode == "img2img" or bool(request.init_images)
-        if request.script_name and request.script_name.lower() != "none" \
-                and self.find(request.script_name, is_img2img) is None:
-            raise RequestError("script_name", f"Script '{request.script_name}' not found")
-        if not isinstance(request.alwayson_scripts, dict):
+        chosen = request.scripts
+        if chosen.selected and self.find(chosen.name, is_img2img) is None:
+            raise RequestError("script_name", f"Script '{chosen.name}' not found")
+        if not isinstance(chosen.alwayson, dict):
             raise RequestError("alwayson_scripts", "must be an object {title: {args: [...]}}")
-        for name, value in request.alwayson_scripts.items():
+        for name, value in chosen.alwayson.items():
             if self.find(name, is_img2img, alwayson=True) is None:
                 raise RequestError("alwayson_scripts", f"always on script {name} not found")
             if not isinstance(value, dict) or not isinstance(value.get("args", []), list):
@@ -268,7 +262,8 @@ class ScriptRunner:
         then the selected script's) and set each script's args_from/args_to. Arguments not
         sent take the script's ui() defaults. Returns the selected script, if any."""
         is_img2img = p.is_img2img
-        sent = {str(k).lower(): (v or {}).get("args", []) for k, v in (request.alwayson_scripts or {}).items()}
+        chosen = request.scripts
+        sent = {str(k).lower(): (v or {}).get("args", []) for k, v in (chosen.alwayson or {}).items()}
         flat: list = []
         for script in self.alwayson[is_img2img]:
             values = list(self.defaults.get(id(script), []))
@@ -277,12 +272,12 @@ class ScriptRunner:
             script.args_from, script.args_to = len(flat), len(flat) + len(values)
             flat += values
         selected = None
-        if request.script_name and request.script_name.lower() != "none":
-            selected = self.find(request.script_name, is_img2img)
+        if chosen.selected:
+            selected = self.find(chosen.name, is_img2img)
             if selected is None:
-                raise RequestError("script_name", f"Script '{request.script_name}' not found")
+                raise RequestError("script_name", f"Script '{chosen.name}' not found")
             values = list(self.defaults.get(id(selected), []))
-            given = list(request.script_args or [])
+            given = list(chosen.args or [])
             values[:len(given)] = given
             selected.args_from, selected.args_to = len(flat), len(flat) + len(values)
             flat += values
@@ -344,91 +339,63 @@ class ScriptError(RuntimeError):
     """A selectable script's run() raised."""
 
 
-class ScriptHooks(Hooks):
-    """The loop's hooks (processing.Hooks) for one process_images(p) call: the always-on
-    scripts' batch hooks on `p`, and the registry's per-step and image-saving callbacks."""
+class ScriptHost(JobRunner):
+    """The A1111 edge attached to one runtime: the active extensions' scripts and
+    callbacks, and the job runner that runs a job the way A1111 does: the selected
+    script's run(), or process_images, with the always-on scripts' hooks."""
 
-    def __init__(self, p, runner: ScriptRunner | None, callbacks: script_callbacks.CallbackRegistry | None):
-        self.p, self.runner, self.callbacks = p, runner, callbacks
-        self.wants_cfg_denoiser = bool(callbacks and callbacks.has("cfg_denoiser"))
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        errors = runtime.extensions.errors
+        self.callbacks = script_callbacks.CallbackRegistry(errors, runtime=runtime)
+        script_callbacks.install(self.callbacks)  # A1111's module-level on_* functions register here
+        self.runner = load_scripts(runtime.extensions.active, errors, self.callbacks)
 
-    def batch_starting(self, batch: Batch) -> None:
-        p = self.p
-        p.iteration = batch.number
-        p.prompts, p.negative_prompts = list(batch.prompts), list(batch.negative_prompts)
-        p.seeds, p.subseeds = list(batch.seeds), list(batch.subseeds)
-        if self.runner:
-            kw = dict(batch_number=batch.number, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
-            self.runner.before_process_batch(p, **kw)
-            self.runner.process_batch(p, **kw)
-        n = len(batch.seeds)  # a hook may change the values, not the batch's size
-        batch.prompts, batch.negative_prompts = _sized(p.prompts, n), _sized(p.negative_prompts, n)
-        batch.seeds, batch.subseeds = [int(s) for s in _sized(p.seeds, n)], [int(s) for s in _sized(p.subseeds, n)]
+    def validate(self, request: GenerationRequest) -> None:
+        self.runner.validate(request)
 
-    def cfg_denoiser(self, x, image_cond, sigma, step, total, cond, uncond):
-        params = script_callbacks.CFGDenoiserParams(x, image_cond, sigma, step, total, cond, uncond)
-        self.callbacks.cfg_denoiser(params)
-        if params.x.shape != x.shape or params.text_cond.shape != cond.shape \
-                or params.text_uncond.shape != uncond.shape:
-            log.warning("on_cfg_denoiser changed a tensor's shape: ignored for this step")
-            return x, cond, uncond
-        return params.x, params.text_cond, params.text_uncond
+    def run(self, runtime: Runtime, request: GenerationRequest, control: JobControl) -> GenerationResult:
+        p = processing.processing_for(request, runtime, control, self.runner)
+        selected = self.runner.bind_args(p, request)
+        self.runner.setup(p)
+        processed = self.runner.run(p, selected) if selected is not None else None
+        if processed is None:
+            processed = processing.process_images(p)
+        return processed.to_result()
 
-    def batch_done(self, batch: Batch, images: list) -> list:
-        if not self.runner or not self.runner.alwayson[self.p.is_img2img]:
-            return images
-        import numpy as np
-        import torch
-        from PIL import Image
+    def model_loaded(self, model) -> None:
+        self.callbacks.model_loaded(model)
 
-        tensor = torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in images]))
-        tensor = tensor.permute(0, 3, 1, 2).contiguous()
-        before = tensor.clone()
-        self.runner.postprocess_batch(self.p, tensor, batch_number=batch.number)
-        if not torch.equal(before, tensor):  # a script changed the pixels in place
-            arr = (tensor.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            images = [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
-        out = []
-        for i, image in enumerate(images):
-            self.p.batch_index = i
-            pp = PostprocessImageArgs(image)
-            self.runner.postprocess_image(self.p, pp)
-            out.append(pp.image if pp.image is not None else image)
-        return out
-
-    def save_image(self, image, folder: Path, suffix: str, text: str) -> Path:
-        from modules.files import images
-
-        if not self.callbacks:
-            return images.save_image(image, folder, suffix, text)
-        params = script_callbacks.ImageSaveParams(image, self.p, str(folder), {"parameters": text})
-        self.callbacks.before_image_saved(params)
-        path = images.save_image(params.image, folder, suffix, params.pnginfo.get("parameters") or text)
-        params.filename = str(path)
-        self.callbacks.image_saved(params)
-        return path
+    def unloaded(self) -> None:
+        self.callbacks.script_unloaded()
 
 
-def _sized(values, n: int) -> list:
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    return (values + values[-1:] * n)[:n] if values else values
+def attach(runtime: Runtime) -> ScriptHost:
+    """Hand `runtime` to the A1111 edge (at start-up): load the active extensions'
+    scripts and callbacks, make them the runtime's job runner, and let `shared`,
+    `processing` and the on_* functions reach it. Attaching again (a reload) tells the
+    old scripts first (on_script_unloaded)."""
+    old = runtime.job_runner
+    if isinstance(old, ScriptHost):
+        old.unloaded()
+        runtime.checkpoints.on_loaded.remove(old.model_loaded)
+        runtime.extensions.before_restart.remove(old.unloaded)
+        runtime.extensions.scan()  # a reload sees extensions added or enabled meanwhile
+    runtime.settings.declared = {}  # the scripts declare their settings again as they load
+    host = ScriptHost(runtime)
+    runtime.job_runner = host
+    runtime.checkpoints.on_loaded.append(host.model_loaded)
+    runtime.extensions.before_restart.append(host.unloaded)
+    return host
 
 
-def run_request(runtime, request: GenerationRequest, control):
-    """A job from the UI or the API: the selected script's run(), or process_images, with
-    the always-on scripts' hooks. Returns the processing.GenerationResult the UI and API
-    show (the Processed the scripts returned, as a GenerationResult)."""
-    from modules.processing import process_images, processing_for
-
-    runner = runtime.scripts
-    p = processing_for(request, runtime, control)
-    selected = runner.bind_args(p, request)
-    runner.setup(p)
-    processed = runner.run(p, selected) if selected is not None else None
-    if processed is None:
-        processed = process_images(p)
-    return processed.to_result()
+def host_of(runtime: Runtime) -> ScriptHost:
+    """The script host attached to `runtime` (the faces' way to the scripts and callbacks)."""
+    host = runtime.job_runner
+    if not isinstance(host, ScriptHost):
+        raise RuntimeError("no A1111 script host is attached to this runtime (modules.scripts.attach)")
+    return host
 
 
 __all__ = ["Script", "AlwaysVisible", "PostprocessImageArgs", "PostprocessBatchListArgs", "basedir", "ScriptRunner",
-           "ScriptHooks", "ScriptError", "load_scripts", "run_request"]
+           "ScriptError", "ScriptHost", "load_scripts", "attach", "host_of", "RequestError"]

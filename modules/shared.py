@@ -9,8 +9,9 @@
 - `cmd_opts`: the command-line flags (their defaults; data_dir is the runtime's).
 - `sd_model`: the loaded model (Kiln's LoadedModel), or None.
 
-Everything is looked up in the Runtime that loaded the scripts
-(`script_callbacks.registry.runtime`); this module holds no state of its own.
+Everything is looked up in the runtime the edge was handed at start-up
+(modules/scripts.py's attach; `script_callbacks.registry.runtime`); this module holds no
+state of its own.
 """
 from __future__ import annotations
 
@@ -59,9 +60,9 @@ class Options:
 
     @property
     def data_labels(self) -> dict:
-        """Extension settings: key -> OptionInfo. Kept by the Runtime, whose Settings tab
-        shows them and whose set_options checks their values against their defaults."""
-        return _runtime().extension_options
+        """Extension settings: key -> OptionInfo. Kept by the runtime's settings service,
+        whose Settings tab shows them and which checks their values against their defaults."""
+        return _runtime().settings.declared
 
     def _known(self, options) -> set[str]:
         return {f.name for f in dataclasses.fields(options) if f.name != "extra"}
@@ -112,11 +113,11 @@ class Options:
         self.data_labels[key] = info
 
     def onchange(self, key: str, func, call: bool = True) -> None:
-        """Accepted and not called: settings change through Runtime.set_options (the API,
+        """Accepted and not called: settings change through the runtime's settings.set (the API,
         the Settings tab), which has no per-setting change event to forward yet."""
 
     def save(self, filename: str | None = None) -> None:
-        _runtime().save_options()
+        _runtime().settings.save()
 
 
 class State:

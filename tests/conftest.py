@@ -33,12 +33,17 @@ def tiny_ckpt_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def make_runtime(tmp_path, tiny_ckpt_dir):
     from modules.device.devices import DeviceConfig
-    from modules.runtime import Runtime, RuntimeConfig
+    from modules.runtime.runtime import Runtime, RuntimeConfig
 
     def make(ckpt: str | None = "tiny-sd1.safetensors", **kw):
+        """A runtime as the app composes one: the engine, handed to the A1111 edge."""
+        from modules import scripts
+
         config = RuntimeConfig(data_dir=tmp_path / "data", device=DeviceConfig(torch.device("cpu"), torch.float32, "sdpa"),
                                ckpt=ckpt, ckpt_dirs=[tiny_ckpt_dir], **kw)
-        return Runtime(config)
+        runtime = Runtime(config)
+        scripts.attach(runtime)
+        return runtime
 
     return make
 

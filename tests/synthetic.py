@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from modules.models import ldm_layout
+from modules.models.families import ModelFamily, by_name
 
-# family -> (unet kwargs, vae kwargs, text encoder kwargs) for each size
+# (family name, size) -> unet kwargs, vae kwargs, text encoder kwargs (one per encoder of the family)
 _TINY_VAE = dict(block_out_channels=(32, 32), layers_per_block=1, norm_num_groups=32)
 _FULL_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
 _TINY_CLIP = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1)
@@ -53,12 +54,18 @@ SPECS = {
 }
 
 
-def build_modules(family: str, size: str = "tiny", *, inpainting: bool = False, seed: int = 0, meta: bool = False):
+def _family(family: str | ModelFamily) -> ModelFamily:
+    return by_name(family) if isinstance(family, str) else family
+
+
+def build_modules(family: str | ModelFamily, size: str = "tiny", *, inpainting: bool = False, seed: int = 0,
+                  meta: bool = False):
     """(unet, vae, [text encoders]) with random weights; on the meta device if `meta`."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    spec = SPECS[(family, size)]
+    family = _family(family)
+    spec = SPECS[(family.name, size)]
     torch.manual_seed(seed)
     act = "quick_gelu"
 
@@ -68,8 +75,8 @@ def build_modules(family: str, size: str = "tiny", *, inpainting: bool = False, 
         vae = AutoencoderKL(latent_channels=4, down_block_types=("DownEncoderBlock2D",) * n,
                             up_block_types=("UpDecoderBlock2D",) * n, **spec["vae"])
         texts = []
-        for i, t in enumerate(spec["text"]):
-            open_clip = family == "sd2" or (family == "sdxl" and i == 1)
+        for t, encoder in zip(spec["text"], family.text_encoders, strict=True):
+            open_clip = encoder.kind != "clip_l"  # OpenCLIP: gelu, pads with id 0
             cfg = CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, hidden_act="gelu" if open_clip else act,
                                  bos_token_id=49406, eos_token_id=49407, pad_token_id=0 if open_clip else 49407, **t)
             texts.append((CLIPTextModelWithProjection if "projection_dim" in t else CLIPTextModel)(cfg))
@@ -81,22 +88,22 @@ def build_modules(family: str, size: str = "tiny", *, inpainting: bool = False, 
     return make()
 
 
-def to_ldm_state(family: str, unet, vae, texts) -> dict[str, torch.Tensor]:
+def to_ldm_state(family: str | ModelFamily, unet, vae, texts) -> dict[str, torch.Tensor]:
+    """Each text encoder goes where its family's loader will look for it (its `prefix`)."""
     state = {}
     state.update(ldm_layout.unet_to_ldm(unet.state_dict(), unet.config.layers_per_block))
     state.update(ldm_layout.vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)))
-    if family == "sd1":
-        state.update(ldm_layout.sd1_text_to_ldm(texts[0].state_dict()))
-    elif family == "sd2":
-        state.update(ldm_layout.open_clip_text_to_ldm(texts[0].state_dict(), "cond_stage_model.model."))
-    else:
-        clip_l = ldm_layout.sd1_text_to_ldm(texts[0].state_dict())
-        state.update({k.replace("cond_stage_model.", "conditioner.embedders.0.", 1): v for k, v in clip_l.items()})
-        state.update(ldm_layout.open_clip_text_to_ldm(texts[1].state_dict(), "conditioner.embedders.1.model."))
+    sd1_prefix = "cond_stage_model.transformer."
+    for text, encoder in zip(texts, _family(family).text_encoders, strict=True):
+        if encoder.kind == "clip_l":
+            clip_l = ldm_layout.sd1_text_to_ldm(text.state_dict())  # SD1's prefix
+            state.update({encoder.prefix + k.removeprefix(sd1_prefix): v for k, v in clip_l.items()})
+        else:
+            state.update(ldm_layout.open_clip_text_to_ldm(text.state_dict(), encoder.prefix))
     return state
 
 
-def write_checkpoint(path: Path, family: str, size: str = "tiny", *, inpainting: bool = False, seed: int = 0,
+def write_checkpoint(path: Path, family: str | ModelFamily, size: str = "tiny", *, inpainting: bool = False, seed: int = 0,
                      metadata: dict | None = None, dtype: torch.dtype = torch.float16) -> Path:
     from safetensors.torch import save_file
 

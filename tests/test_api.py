@@ -70,7 +70,7 @@ def args_for(*flags: str):
 
 def slow_unet(runtime, delay: float = 0.05):
     """Load the model and make every UNet call take `delay` seconds longer."""
-    runtime.load_model()
+    runtime.checkpoints.load()
     unet = runtime.model.unet
     forward = unet.forward
 
@@ -311,7 +311,7 @@ def test_unsent_size_is_the_models_native_size_or_the_init_images(client, runtim
     demo = {"sd_model_checkpoint": "kiln-demo-shapes"}
     r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 1, "override_settings": demo})
     assert r.status_code == 200, r.text
-    native = runtime.load_model("kiln-demo-shapes").info.native_size
+    native = runtime.checkpoints.load("kiln-demo-shapes").info.native_size
     assert tuple(native) == (64, 64) and decode(r.json()["images"][0]).size == (64, 64)
     assert "Size: 64x64," in json.loads(r.json()["info"])["infotexts"][0]
     r = client.post("/sdapi/v1/img2img", json={"steps": 2, "seed": 1, "init_images": [b64png(gradient(96, 80))],
@@ -451,7 +451,7 @@ def test_a_client_that_disconnects_does_not_stop_the_worker(live):
 
 
 def test_a_failing_job_does_not_kill_the_worker(client, runtime):
-    runtime.load_model()
+    runtime.checkpoints.load()
     unet = runtime.model.unet
     forward = unet.forward
     unet.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
@@ -696,5 +696,5 @@ def test_cheap_previews():
 
 
 def test_preview_matrix_only_for_the_published_vaes(runtime):
-    runtime.load_model()
+    runtime.checkpoints.load()
     assert previews.latent_space(runtime.model) is None  # the tiny VAE is not SD's

@@ -15,9 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from modules.scripts import host_of
 from modules import cmd_args
 from modules.files import infotext
-from modules.generation.request import GenerationRequest, RequestError
+from modules.generation.request import GenerationRequest, RequestError, ScriptSelection
 from webui.server import create_app
 
 SMALL = dict(width=64, height=64, steps=2, sampler_name="Euler")
@@ -35,12 +36,17 @@ def pixels(image) -> np.ndarray:
 
 
 def module_of(runtime, title: str):
-    return sys.modules[type(runtime.scripts.find(title, False)).__module__]
+    return sys.modules[type(host_of(runtime).runner.find(title, False)).__module__]
 
 
 def ink(region: Image.Image) -> bool:
     """Dark pixels (label text) in a region of white background."""
     return bool((np.asarray(region.convert("L")) < 128).any())
+
+
+def xyz(*axes, **kw) -> ScriptSelection:
+    """The X/Y/Z plot script with these axes (xyz_args' arguments)."""
+    return ScriptSelection("X/Y/Z plot", xyz_args(*axes, **kw))
 
 
 def xyz_args(x_type, x_values, y_type="Nothing", y_values="", z_type="Nothing", z_values="", lone=True):
@@ -61,9 +67,8 @@ def test_xyz_value_syntax(runtime):
 
 
 def test_xyz_steps_by_sampler_grid(runtime):
-    result = runtime.generate(GenerationRequest(
-        prompt="a red circle", seed=3, **SMALL, script_name="X/Y/Z plot",
-        script_args=xyz_args("Steps", "1-3", "Sampler", "Euler, DPM++ 2M")))
+    result = runtime.generate(GenerationRequest(prompt="a red circle", seed=3, **SMALL,
+                                                scripts=xyz("Steps", "1-3", "Sampler", "Euler, DPM++ 2M")))
     grid, subs = result.images[0], result.images[1:]
     assert len(subs) == 6 and len(result.infotexts) == 7
     # A1111's order: x fastest; each image's infotext tells its cell
@@ -91,9 +96,8 @@ def test_xyz_steps_by_sampler_grid(runtime):
 
 
 def test_xyz_three_axes_and_prompt_sr(runtime):
-    result = runtime.generate(GenerationRequest(
-        prompt="a red circle", seed=3, **SMALL, script_name="X/Y/Z plot",
-        script_args=xyz_args("Prompt S/R", "red, blue", "CFG Scale", "3, 7", "Seed", "1, 2", lone=True)))
+    result = runtime.generate(GenerationRequest(prompt="a red circle", seed=3, **SMALL,
+        scripts=xyz("Prompt S/R", "red, blue", "CFG Scale", "3, 7", "Seed", "1, 2", lone=True)))
     assert len(result.images) == 1 + 8
     prompts = [infotext.parse_infotext(t)["Prompt"] for t in result.infotexts[1:]]
     assert prompts == ["a red circle", "a blue circle"] * 4
@@ -104,8 +108,8 @@ def test_xyz_three_axes_and_prompt_sr(runtime):
 
 
 def test_xyz_only_the_grid_without_sub_images(runtime):
-    result = runtime.generate(GenerationRequest(prompt="x", seed=1, **SMALL, script_name="x/y/z plot",
-                                                script_args=xyz_args("Steps", "1, 2", lone=False)))
+    result = runtime.generate(GenerationRequest(prompt="x", seed=1, **SMALL,
+        scripts=ScriptSelection("x/y/z plot", xyz_args("Steps", "1, 2", lone=False))))
     assert len(result.images) == 1 and result.images[0].width == 2 * 64
 
 
@@ -122,14 +126,13 @@ def test_xyz_only_the_grid_without_sub_images(runtime):
 ])
 def test_xyz_bad_values_are_request_errors(runtime, args, message):
     with pytest.raises(RequestError, match=message):
-        runtime.generate(GenerationRequest(prompt="a red circle", seed=1, **SMALL, script_name="X/Y/Z plot",
-                                           script_args=args))
+        runtime.generate(GenerationRequest(prompt="a red circle", seed=1, **SMALL,
+                                           scripts=ScriptSelection("X/Y/Z plot", args)))
 
 
 def test_xyz_prompt_order_and_size_axes(runtime):
-    result = runtime.generate(GenerationRequest(
-        prompt="a red circle, blue background", seed=3, **SMALL, script_name="X/Y/Z plot",
-        script_args=xyz_args("Prompt order", "red, blue", "Size", "64x64, 64x128")))
+    result = runtime.generate(GenerationRequest(prompt="a red circle, blue background", seed=3, **SMALL,
+                                                scripts=xyz("Prompt order", "red, blue", "Size", "64x64, 64x128")))
     params = [infotext.parse_infotext(t) for t in result.infotexts[1:]]
     # the listed tokens trade places in the prompt: every order, x fastest
     assert [p["Prompt"] for p in params] == ["a red circle, blue background", "a blue circle, red background"] * 2
@@ -152,7 +155,7 @@ def test_xyz_ui_sends_labels_that_pick_the_same_axes_as_a1111_indices(runtime):
 
     mod = module_of(runtime, "X/Y/Z plot")
     for is_img2img in (False, True):
-        script = runtime.scripts.find("X/Y/Z plot", is_img2img)
+        script = host_of(runtime).runner.find("X/Y/Z plot", is_img2img)
         with gr.Blocks():
             x_type = script.ui(is_img2img)[0]
         labels = [c[0] if isinstance(c, (list, tuple)) else c for c in x_type.choices]
@@ -165,10 +168,9 @@ def test_xyz_ui_sends_labels_that_pick_the_same_axes_as_a1111_indices(runtime):
 
 
 def test_xyz_checkpoint_axis_switches_and_restores(runtime):
-    runtime.load_model()
-    result = runtime.generate(GenerationRequest(prompt="x", seed=1, **SMALL, script_name="X/Y/Z plot",
-                                                script_args=xyz_args("Checkpoint name",
-                                                                     "tiny-sd1, tiny-sd2-v")))
+    runtime.checkpoints.load()
+    result = runtime.generate(GenerationRequest(prompt="x", seed=1, **SMALL,
+                                                scripts=xyz("Checkpoint name", "tiny-sd1, tiny-sd2-v")))
     models = [infotext.parse_infotext(t)["Model"] for t in result.infotexts[1:]]
     assert models == ["tiny-sd1", "tiny-sd2-v"]
     assert runtime.model.name == "tiny-sd1.safetensors"
@@ -176,9 +178,9 @@ def test_xyz_checkpoint_axis_switches_and_restores(runtime):
 
 # ---- Prompt matrix -----------------------------------------------------------------------------
 def test_prompt_matrix_makes_every_combination(runtime):
-    result = runtime.generate(GenerationRequest(
-        prompt="a circle|red|large|on a blue background", seed=5, batch_size=3, **SMALL,
-        script_name="Prompt matrix", script_args=[False, False, "positive", "comma", 0]))
+    result = runtime.generate(GenerationRequest(prompt="a circle|red|large|on a blue background", seed=5,
+                                                batch_size=3, **SMALL,
+        scripts=ScriptSelection("Prompt matrix", [False, False, "positive", "comma", 0])))
     grid, subs = result.images[0], result.images[1:]
     assert len(subs) == 2 ** 3
     prompts = [infotext.parse_infotext(t)["Prompt"] for t in result.infotexts[1:]]
@@ -197,9 +199,8 @@ def test_prompt_matrix_makes_every_combination(runtime):
 
 
 def test_prompt_matrix_different_seeds_and_negative(runtime):
-    result = runtime.generate(GenerationRequest(
-        prompt="a circle", negative_prompt="blurry|dark", seed=5, **SMALL,
-        script_name="Prompt matrix", script_args=[True, True, "negative", "space", 0]))
+    result = runtime.generate(GenerationRequest(prompt="a circle", negative_prompt="blurry|dark", seed=5, **SMALL,
+        scripts=ScriptSelection("Prompt matrix", [True, True, "negative", "space", 0])))
     assert result.seeds == [5, 6]
     negatives = [infotext.parse_infotext(t)["Negative prompt"] for t in result.infotexts[1:]]
     assert negatives == ["blurry", "dark blurry"]
@@ -213,8 +214,8 @@ def test_prompts_from_file_runs_each_line_with_its_args(runtime):
         "",
         '--prompt "a green triangle" --negative_prompt "blurry" --cfg_scale 3.5 --sampler_name "DPM++ 2M" --batch_size 2',
     ])
-    result = runtime.generate(GenerationRequest(prompt="", seed=9, **SMALL, script_name="Prompts from file or textbox",
-                                                script_args=[False, False, "start", lines]))
+    result = runtime.generate(GenerationRequest(prompt="", seed=9, **SMALL,
+        scripts=ScriptSelection("Prompts from file or textbox", [False, False, "start", lines])))
     params = [infotext.parse_infotext(t) for t in result.infotexts]
     assert [p["Prompt"] for p in params] == ["a red circle", "a blue square", "a green triangle", "a green triangle"]
     assert [p["Steps"] for p in params] == ["2", "3", "2", "2"]
@@ -226,8 +227,7 @@ def test_prompts_from_file_runs_each_line_with_its_args(runtime):
 
 def test_prompts_from_file_joins_the_prompt_box_and_iterates_seeds(runtime):
     result = runtime.generate(GenerationRequest(prompt="on a blue background", seed=9, **SMALL,
-                                                script_name="Prompts from file or textbox",
-                                                script_args=[True, False, "start", "a red circle\na green square"]))
+        scripts=ScriptSelection("Prompts from file or textbox", [True, False, "start", "a red circle\na green square"])))
     params = [infotext.parse_infotext(t) for t in result.infotexts]
     assert [p["Prompt"] for p in params] == ["a red circle on a blue background", "a green square on a blue background"]
     assert [p["Seed"] for p in params] == ["9", "10"]
@@ -235,8 +235,8 @@ def test_prompts_from_file_joins_the_prompt_box_and_iterates_seeds(runtime):
 
 def test_prompts_from_file_bad_line_is_a_request_error(runtime):
     with pytest.raises(RequestError, match="unknown option --flavour"):
-        runtime.generate(GenerationRequest(prompt="", seed=1, **SMALL, script_name="Prompts from file or textbox",
-                                           script_args=[False, False, "start", "ok\n--flavour sweet"]))
+        runtime.generate(GenerationRequest(prompt="", seed=1, **SMALL,
+            scripts=ScriptSelection("Prompts from file or textbox", [False, False, "start", "ok\n--flavour sweet"])))
 
 
 # ---- the API -----------------------------------------------------------------------------------
@@ -327,10 +327,12 @@ def test_builtin_scripts_load_without_importing_gradio(tmp_path):
         "import json, sys, torch\n"
         "from pathlib import Path\n"
         "from modules.device.devices import DeviceConfig\n"
-        "from modules.runtime import Runtime, RuntimeConfig\n"
+        "from modules.runtime.runtime import Runtime, RuntimeConfig\n"
+        "from modules.scripts import attach, host_of\n"
         f"rt = Runtime(RuntimeConfig(data_dir=Path({str(tmp_path)!r}), "
         "device=DeviceConfig(torch.device('cpu'), torch.float32, 'sdpa')))\n"
-        "print(json.dumps({'scripts': sorted(s.name for s in rt.scripts.scripts[False]),"
+        "attach(rt)\n"
+        "print(json.dumps({'scripts': sorted(s.name for s in host_of(rt).runner.scripts[False]),"
         " 'gradio': 'gradio' in sys.modules}))\n"
         "rt.jobs.shutdown(wait=True, timeout=10)\n")
     root = Path(__file__).resolve().parent.parent

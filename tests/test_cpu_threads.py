@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from modules.device import devices
-from modules.generation import pipeline as processing
+from modules.generation import pipeline
+from modules.generation.hooks import JobControl
 from modules.generation.request import GenerationRequest
 
 
@@ -50,13 +51,13 @@ def test_the_thread_count_comes_back_after_an_error(two_threads):
 def test_a_small_generation_samples_on_one_thread(make_runtime, two_threads):
     """The tiny model at 64x64 is a small job: every sampling step ran on one thread."""
     runtime = make_runtime()
-    model = runtime.load_model()
+    model = runtime.checkpoints.load()
     seen = []
-    control = processing.JobControl(on_step=lambda *_: seen.append(torch.get_num_threads()))
+    control = JobControl(on_step=lambda *_: seen.append(torch.get_num_threads()))
     request = GenerationRequest(prompt="a red circle", steps=3, width=64, height=64, save_images=False)
-    processing.generate(model, request, outdir=runtime.data_dir, control=control)
+    pipeline.generate(model, request, outdir=runtime.data_dir, control=control)
     assert seen == [1, 1, 1]
     assert torch.get_num_threads() == 2
     seen.clear()
-    processing.generate(model, request, outdir=runtime.data_dir, control=control, auto_threads=False)
+    pipeline.generate(model, request, outdir=runtime.data_dir, control=control, auto_threads=False)
     assert seen == [2, 2, 2]

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from modules.device.devices import DeviceConfig
 from modules.models.detect import read_safetensors_header
 from modules.generation.request import GenerationRequest
-from modules.runtime import DEMO_CHECKPOINT, REPO_ROOT, Runtime, RuntimeConfig
+from modules.runtime.runtime import DEMO_CHECKPOINT, REPO_ROOT, Runtime, RuntimeConfig
 from modules.training.evaluate import evaluate
 from modules.training.shapes_world import COLOURS, nearest_colour
 
@@ -23,7 +23,7 @@ DEMO = REPO_ROOT / "models" / "Stable-diffusion" / DEMO_CHECKPOINT
 def runtime(tmp_path_factory):
     rt = Runtime(RuntimeConfig(data_dir=tmp_path_factory.mktemp("demo"),
                                device=DeviceConfig(torch.device("cpu"), torch.float32, "sdpa")))
-    rt.load_model()
+    rt.checkpoints.load()
     return rt
 
 
@@ -40,7 +40,7 @@ def test_demo_file_is_a_small_fp16_sd1_checkpoint_with_its_recipe():
 def test_demo_is_the_default_and_sets_the_native_size(runtime):
     model = runtime.model
     assert model.name == DEMO_CHECKPOINT
-    assert (model.info.family, model.info.native_size) == ("sd1", (64, 64))
+    assert (model.info.family.name, model.info.native_size) == ("sd1", (64, 64))
     image = runtime.generate(GenerationRequest(prompt="a red circle", steps=4, seed=1, save_images=False)).images[0]
     assert image.size == (64, 64)
 

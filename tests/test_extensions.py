@@ -122,28 +122,28 @@ def test_disabled_state_is_saved_in_config_json_and_respected_after_restart(make
     for name in ("one", "two", "three"):
         make_ext(root, name)
     probe.options.disabled_extensions = ["two"]
-    probe.save_options()
+    probe.settings.save()
 
     rt = make_runtime()
-    assert {e.name: e.enabled for e in rt.extensions if e.name in ("one", "two", "three")} == \
+    assert {e.name: e.enabled for e in rt.extensions.loaded if e.name in ("one", "two", "three")} == \
         {"one": True, "two": False, "three": True}
-    assert "two" not in names(rt.active_extensions) and {"one", "three"} <= set(names(rt.active_extensions))
+    assert "two" not in names(rt.extensions.active) and {"one", "three"} <= set(names(rt.extensions.active))
 
-    rt.apply_extensions({"two": True, "three": False})
-    saved = json.loads(rt.options_path.read_text())
+    rt.extensions.apply({"two": True, "three": False})
+    saved = json.loads(rt.settings.path.read_text())
     assert saved["disabled_extensions"] == ["three"] and saved["disable_all_extensions"] == "none"
-    assert "three" in names(rt.active_extensions)  # the running one is unchanged until the restart
-    assert {e.name: e.enabled for e in rt.installed_extensions()}["three"] is False
+    assert "three" in names(rt.extensions.active)  # the running one is unchanged until the restart
+    assert {e.name: e.enabled for e in rt.extensions.installed()}["three"] is False
 
     again = make_runtime()
-    assert {"one", "two"} <= set(names(again.active_extensions)) and "three" not in names(again.active_extensions)
+    assert {"one", "two"} <= set(names(again.extensions.active)) and "three" not in names(again.extensions.active)
 
-    again.apply_extensions({}, disable_all="all")
-    assert make_runtime().active_extensions == []
+    again.extensions.apply({}, disable_all="all")
+    assert make_runtime().extensions.active == []
     with pytest.raises(InstallError, match="no extension named 'ghost'"):
-        again.apply_extensions({"ghost": True})
+        again.extensions.apply({"ghost": True})
     with pytest.raises(InstallError, match="must be one of none, extra, all"):
-        again.apply_extensions({}, disable_all="some")
+        again.extensions.apply({}, disable_all="some")
 
 
 # ---- install.py -------------------------------------------------------------------------------------
@@ -188,15 +188,15 @@ def test_install_py_runs_once_for_a_new_extension_again_after_a_change_and_a_fai
 
     # the failure is in the Extensions tab's error log, with the extension's name and output
     from modules.device.devices import DeviceConfig
-    from modules.runtime import Runtime, RuntimeConfig
+    from modules.runtime.runtime import Runtime, RuntimeConfig
 
     import torch
 
     rt = Runtime(RuntimeConfig(data_dir=data, device=DeviceConfig(torch.device("cpu"), torch.float32, "sdpa")))
-    [error] = rt.extension_errors.for_extension("broken")
+    [error] = rt.extensions.errors.for_extension("broken")
     assert error.where == "install.py" and "no compiler here" in error.message
-    assert rt.extension_errors.for_extension("good") == []
-    assert {"good", "broken", "plain"} <= set(names(rt.active_extensions))  # a failed install.py still loads
+    assert rt.extensions.errors.for_extension("good") == []
+    assert {"good", "broken", "plain"} <= set(names(rt.extensions.active))  # a failed install.py still loads
 
 
 def test_install_py_stamp_follows_the_git_head(tmp_path):
@@ -218,7 +218,7 @@ def test_install_from_a_local_git_repository_shows_its_version_and_finds_updates
         "scripts/fancy.py": "", "install.py": "print('fancy set up')\n"})
     head = git("rev-parse", "HEAD", cwd=upstream)
     rt = make_runtime()
-    result = rt.install_extension(str(upstream))
+    result = rt.extensions.install(str(upstream))
     assert result.name == "sd-webui-fancy" and result.install_ok and "fancy set up" in result.install_output
     assert "cloned from" in result.message and "install.py ran" in result.message
     folder = rt.data_dir / "extensions" / "sd-webui-fancy"
@@ -228,26 +228,26 @@ def test_install_from_a_local_git_repository_shows_its_version_and_finds_updates
     v = extension_git.version(folder)
     assert v.commit_hash == head and v.short == head[:8] and v.branch == "main"
     assert v.remote == upstream.resolve().as_uri() and isinstance(v.commit_date, int)
-    listed = {e.name: e for e in rt.installed_extensions()}
+    listed = {e.name: e for e in rt.extensions.installed()}
     assert listed["sd-webui-fancy"].enabled and not listed["sd-webui-fancy"].builtin
-    assert rt.restart_pending
+    assert rt.extensions.restart_pending
 
-    assert [(c.name, c.behind, c.message) for c in rt.check_extension_updates()] == \
+    assert [(c.name, c.behind, c.message) for c in rt.extensions.check_updates()] == \
         [("sd-webui-fancy", 0, "up to date")]
     (upstream / "scripts" / "more.py").write_text("")
     git("add", "-A", cwd=upstream)
     git("commit", "-qm", "second", cwd=upstream)
-    [check] = rt.check_extension_updates()
+    [check] = rt.extensions.check_updates()
     assert check.has_update and check.message == "1 new commit on origin/main"
-    messages = rt.apply_extensions({}, update=["sd-webui-fancy"])
+    messages = rt.extensions.apply({}, update=["sd-webui-fancy"])
     new_head = git("rev-parse", "HEAD", cwd=upstream)
     # the new commit means install.py runs again
     assert messages == [f"sd-webui-fancy: updated to {new_head[:8]}", "sd-webui-fancy: install.py ran."]
     assert (folder / "scripts" / "more.py").is_file()
 
     with pytest.raises(InstallError, match="already exists"):
-        rt.install_extension(str(upstream))
-    second = rt.install_extension(str(upstream), name="fancy-copy")
+        rt.extensions.install(str(upstream))
+    second = rt.extensions.install(str(upstream), name="fancy-copy")
     assert second.path.name == "fancy-copy"
 
 
@@ -297,8 +297,8 @@ def test_installing_is_refused_when_the_server_listens_beyond_localhost(make_run
     assert not (tmp_path / "extensions" / "ext").exists()
 
     rt = make_runtime(extension_access=False)
-    for call in (lambda: rt.install_extension(str(src)), rt.check_extension_updates,
-                 lambda: rt.apply_extensions({"ext": False})):
+    for call in (lambda: rt.extensions.install(str(src)), rt.extensions.check_updates,
+                 lambda: rt.extensions.apply({"ext": False})):
         with pytest.raises(InstallError, match="listens beyond this computer"):
             call()
     assert not (rt.data_dir / "extensions" / "ext").exists()
@@ -336,7 +336,7 @@ def test_api_options_take_the_extension_settings_and_refuse_bad_values(make_runt
                                                       "disable_all_extensions": "extra"}).status_code == 200
         options = client.get("/sdapi/v1/options").json()
     assert options["disabled_extensions"] == ["one"] and options["disable_all_extensions"] == "extra"
-    assert json.loads(rt.options_path.read_text())["disabled_extensions"] == ["one"]
+    assert json.loads(rt.settings.path.read_text())["disabled_extensions"] == ["one"]
 
 
 # ---- the running server: page, tab, API, restart ------------------------------------------------
@@ -513,13 +513,13 @@ def test_the_example_extension_from_the_guide_installs_loads_and_works(make_runt
     import numpy as np
     import gradio as gr
 
-    from modules.generation.request import GenerationRequest
+    from modules.generation.request import GenerationRequest, ScriptSelection
     from tests.conftest import ROOT
     from webui.ui import app as ui_app
     from webui.ui import extensions as tab
 
     example = ROOT / "docs" / "example-extension"
-    assert "example-extension" not in names(make_runtime().installed_extensions())  # not loaded by default
+    assert "example-extension" not in names(make_runtime().extensions.installed())  # not loaded by default
     data = make_runtime().data_dir
     result = extension_install.install(str(example), data / "extensions", "kiln-example", python=sys.executable,
                                        stamps=InstallStamps.load(data))
@@ -527,11 +527,13 @@ def test_the_example_extension_from_the_guide_installs_loads_and_works(make_runt
 
     rt = make_runtime()
     try:
-        assert "kiln-example" in names(rt.active_extensions)
-        assert rt.extension_errors.for_extension("kiln-example") == []
+        assert "kiln-example" in names(rt.extensions.active)
+        assert rt.extensions.errors.for_extension("kiln-example") == []
         small = dict(prompt="a red circle", seed=3, width=64, height=64, steps=3, sampler_name="Euler")
         plain = rt.generate(GenerationRequest(**small))
-        framed = rt.generate(GenerationRequest(**small, alwayson_scripts={"Example frame": {"args": [True, "red", 4]}}))
+        framed = rt.generate(GenerationRequest(**small,
+                                               scripts=ScriptSelection(alwayson={"Example frame": {"args": [True,
+                                                                       "red", 4]}})))
         a, b = np.asarray(framed.images[0].convert("RGB")), np.asarray(plain.images[0].convert("RGB"))
         assert (a[:4] == (220, 30, 30)).all() and (a[:, -4:] == (220, 30, 30)).all()  # the frame
         assert np.array_equal(a[4:-4, 4:-4], b[4:-4, 4:-4])  # the picture inside is the same
@@ -544,7 +546,7 @@ def test_the_example_extension_from_the_guide_installs_loads_and_works(make_runt
         blocks = list(demo.blocks.values())
         assert any(isinstance(b, gr.Tab) and b.label == "Example" for b in blocks)
         assert any(isinstance(b, gr.Markdown) and "Framed **1** image(s)" in str(b.value) for b in blocks)
-        head, files = tab.page_head(rt.active_extensions)
+        head, files = tab.page_head(rt.extensions.active)
         assert "kiln-example/javascript/example.js" in head and "kiln-example/style.css" in head
     finally:
         rt.jobs.shutdown(wait=True, timeout=30)

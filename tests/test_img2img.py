@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from modules.generation import img2img
-from modules.generation.pipeline import JobControl
+from modules.generation.hooks import JobControl
 from modules.generation.request import GenerationRequest, RequestError
 
 
@@ -35,7 +35,7 @@ def arr(im) -> np.ndarray:
 @pytest.fixture
 def runtime(make_runtime):
     rt = make_runtime()
-    rt.load_model()
+    rt.checkpoints.load()
     return rt
 
 

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from modules.files.infotext import (build_infotext, format_value, model_name_for_infotext,
-                              parse_infotext, read_infotext, request_fields_from_infotext,
+                              infotext_hints, parse_infotext, read_infotext, request_fields_from_infotext,
                               split_sampler_name, write_png_with_infotext)
 from modules.generation.request import GenerationRequest
 
@@ -91,8 +91,8 @@ def test_round_trip_every_field():
         "steps": 33, "sampler_name": "DPM++ 2M SDE", "scheduler": "Karras", "cfg_scale": 6.5,
         "seed": 1234567890, "width": 768, "height": 512, "subseed": 42, "subseed_strength": 0.3,
         "clip_skip": 2, "checkpoint": "dream, shaper",
-        "extra": {"model_hash": "abcdef0123", "denoising_strength": 0.5},
     }
+    assert infotext_hints(text) == {"model_hash": "abcdef0123", "denoising_strength": 0.5}
     rebuilt = GenerationRequest(**fields).validate()
     for name in ("prompt", "negative_prompt", "steps", "sampler_name", "scheduler", "cfg_scale", "seed",
                  "subseed", "subseed_strength", "clip_skip", "width", "height"):
@@ -106,7 +106,7 @@ def test_round_trip_minimal():
     fields = request_fields_from_infotext(text)
     assert fields["prompt"] == "" and fields["negative_prompt"] == ""
     assert fields["cfg_scale"] == 7.0 and fields["clip_skip"] == 1 and fields["seed"] == 5
-    assert "subseed" not in fields and "checkpoint" not in fields and "extra" not in fields
+    assert "subseed" not in fields and "checkpoint" not in fields and infotext_hints(text) == {}
 
 
 def test_known_a1111_text():
@@ -131,7 +131,7 @@ def test_known_a1111_text():
     fields = request_fields_from_infotext(A1111_TEXT)
     assert fields["seed"] == 3141592653 and fields["width"] == 512 and fields["height"] == 768
     assert fields["checkpoint"] == "v1-5-pruned-emaonly"
-    assert fields["extra"] == {"model_hash": "6ce0161689", "denoising_strength": 0.45}
+    assert infotext_hints(A1111_TEXT) == {"model_hash": "6ce0161689", "denoising_strength": 0.45}
 
 
 def test_legacy_sampler_names_split():
@@ -142,7 +142,10 @@ def test_legacy_sampler_names_split():
     assert (old["Sampler"], old["Schedule type"]) == ("Euler a", "Automatic")
     assert split_sampler_name("DPM++ 2M SDE Exponential") == ("DPM++ 2M SDE", "Exponential")
     assert split_sampler_name("DPM++ SDE SGM Uniform") == ("DPM++ SDE", "SGM Uniform")
-    assert split_sampler_name("DPM2 a Karras", "Exponential") == ("DPM2 a", "Exponential")
+    # the legacy name's schedule wins, as A1111's get_sampler_and_scheduler (the API and
+    # the engine resolve names by the same rule)
+    assert split_sampler_name("DPM2 a Karras", "Exponential") == ("DPM2 a", "Karras")
+    assert split_sampler_name("Wobbly Karras") == ("Wobbly Karras", "Automatic")  # another tool's: as written
     assert split_sampler_name("DDIM") == ("DDIM", "Automatic")
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from modules.device import memory
-from modules.generation import pipeline as processing
+from modules.generation.vae import decode
 from modules.device.devices import DeviceConfig
+from modules.generation.hooks import JobControl
 from modules.generation.request import GenerationRequest
-from modules.runtime import Runtime, RuntimeConfig
+from modules.runtime.runtime import Runtime, RuntimeConfig
 
 
 def request(**kw) -> GenerationRequest:
@@ -28,18 +29,16 @@ def test_out_of_memory_fails_the_job_with_advice_and_the_next_job_runs(make_runt
     rt = make_runtime()
     calls = []
 
-    def oom_once(where):
-        calls.append(where)
-        if len(calls) == 2:  # in the middle of sampling
+    def oom_at_step_2(step, total, latents):  # in the middle of sampling
+        calls.append(step)
+        if len(calls) == 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    rt.inject_fault = oom_once
     with pytest.raises(memory.OutOfMemory) as err:
-        rt.generate(request())
+        rt.generate(request(), JobControl(on_step=oom_at_step_2))
     message = str(err.value)
     assert "Out of GPU memory" in message and "--medvram" in message and "--lowvram" in message
     assert "tiled_vae" in message and "20.00 GiB" in message
-    rt.inject_fault = None
     assert rt.progress.job is None or rt.control is None  # nothing left marked as running
     assert pixels(rt).shape == (32, 32, 3)  # the next job runs
 
@@ -54,7 +53,7 @@ def test_offload_modes_give_the_same_picture_and_move_every_weight(tmp_path, tin
     rt = make(mode, "b")
     out = pixels(rt)
     assert np.array_equal(out, plain)
-    off = rt.model.extras["offloader"]
+    off = rt.model.attachments.offloader
     assert off.activations > 0
     # every weight belongs to a unit that was moved to the compute device to run
     covered = {id(p) for unit in off.ran for p in unit.parameters()}
@@ -69,18 +68,18 @@ def test_offload_modes_give_the_same_picture_and_move_every_weight(tmp_path, tin
 
 def test_fp16_vae_overflow_falls_back_to_fp32_not_a_black_image(make_runtime):
     rt = make_runtime()
-    model = rt.model or rt.load_model()
+    model = rt.model or rt.checkpoints.load()
     latents = torch.randn(1, 4, 16, 16)
-    reference = processing.decode(model, latents)[0]
+    reference = decode(model, latents)[0]
     # weights whose activations overflow fp16 (65504) but are fine in fp32: the decoder's
     # group norms bring them back to scale. Rounded to fp16 once, so both runs share them.
     with torch.no_grad():
         model.vae.post_quant_conv.weight.mul_(1e4)
         model.vae.post_quant_conv.bias.mul_(1e4)
     model.vae.to(torch.float16).to(torch.float32)
-    fp32 = np.asarray(processing.decode(model, latents)[0])
+    fp32 = np.asarray(decode(model, latents)[0])
     model.vae.to(torch.float16)
-    out = np.asarray(processing.decode(model, latents)[0])
+    out = np.asarray(decode(model, latents)[0])
     assert model.vae.dtype == torch.float32  # it overflowed, and that is remembered for the next image
     assert np.array_equal(out, fp32) and out.max() > 0  # the fp32 picture, not a black one
     assert reference.size == (32, 32)
@@ -88,9 +87,9 @@ def test_fp16_vae_overflow_falls_back_to_fp32_not_a_black_image(make_runtime):
 
 def test_vae_out_of_memory_retries_tiled(make_runtime):
     rt = make_runtime()
-    model = rt.model or rt.load_model()
+    model = rt.model or rt.checkpoints.load()
     latents = torch.randn(1, 4, 16, 16)
-    expected = np.asarray(processing.decode(model, latents)[0])
+    expected = np.asarray(decode(model, latents)[0])
     tiled_runs = []
 
     def short_of_memory(module, args):
@@ -100,7 +99,7 @@ def test_vae_out_of_memory_retries_tiled(make_runtime):
 
     handle = model.vae.decoder.register_forward_pre_hook(short_of_memory)
     try:
-        out = np.asarray(processing.decode(model, latents)[0])
+        out = np.asarray(decode(model, latents)[0])
     finally:
         handle.remove()
     assert tiled_runs and np.array_equal(out, expected)

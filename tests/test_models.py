@@ -33,7 +33,7 @@ def _header_shapes(path):
 def test_family_from_header_alone(tiny_ckpt_dir, name, family, inpainting, prediction):
     shapes, metadata = _header_shapes(tiny_ckpt_dir / name)
     info = detect(shapes, metadata, tiny_ckpt_dir / name)
-    assert (info.family, info.inpainting, info.prediction_type) == (family, inpainting, prediction)
+    assert (info.family.name, info.inpainting, info.prediction_type) == (family, inpainting, prediction)
 
 
 @pytest.mark.parametrize("key,message", [
@@ -50,7 +50,7 @@ def test_sd3_and_flux_are_refused_by_name(tmp_path, key, message):
 def test_sdxl_refiner_detected():
     shapes = {"conditioner.embedders.0.model.ln_final.weight": (1280,),
               "model.diffusion_model.input_blocks.0.0.weight": (384, 4, 3, 3)}
-    assert detect(shapes, {}).family == "sdxl_refiner"
+    assert detect(shapes, {}).family.name == "sdxl_refiner"
 
 
 def test_v_prediction_from_yaml_and_key(tiny_ckpt_dir, tmp_path):
@@ -74,9 +74,9 @@ def test_full_size_configs_from_shapes_have_published_parameter_counts(family, u
     u, v, t = build_modules(family, "full", meta=True)
     shapes = {k: tuple(x.shape) for k, x in to_ldm_state(family, u, v, t).items()}
     info = detect(shapes, {})
-    assert info.family == family
+    assert info.family.name == family
     with torch.device("meta"):
-        u2 = UNet2DConditionModel(**configs.unet_config(shapes, family, 64))
+        u2 = UNet2DConditionModel(**configs.unet_config(shapes, info.family, 64))
         v2 = AutoencoderKL(**configs.vae_config(shapes, 0.18215, 512))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert (count(u2), count(v2), [count(x) for x in t]) == (unet, vae, texts)
@@ -128,7 +128,7 @@ def test_ckpt_loads_with_weights_only_and_refuses_code(tiny_ckpt_dir, tmp_path):
     state = load_file(str(tiny_ckpt_dir / "tiny-sd1.safetensors"))
     ckpt = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": state, "global_step": 5}, ckpt)
-    assert _load(ckpt, tmp_path).family == "sd1"
+    assert _load(ckpt, tmp_path).family.name == "sd1"
 
     class Evil:
         def __reduce__(self):
@@ -142,16 +142,16 @@ def test_ckpt_loads_with_weights_only_and_refuses_code(tiny_ckpt_dir, tmp_path):
 
 def test_runtime_keeps_previous_model_when_a_load_fails(make_runtime, tiny_ckpt_dir):
     runtime = make_runtime()
-    runtime.load_model()
+    runtime.checkpoints.load()
     assert runtime.model.name == "tiny-sd1.safetensors"
     bad = tiny_ckpt_dir / "zz-broken.safetensors"
     bad.write_bytes(struct.pack("<Q", 10**6) + json.dumps({}).encode())
     try:
         with pytest.raises(CheckpointError):
-            runtime.load_model("zz-broken.safetensors")
+            runtime.checkpoints.load("zz-broken.safetensors")
         assert runtime.model.name == "tiny-sd1.safetensors"
         with pytest.raises(CheckpointError, match="not found"):
-            runtime.load_model("does-not-exist")
+            runtime.checkpoints.load("does-not-exist")
     finally:
         bad.unlink()
 
@@ -160,9 +160,9 @@ def test_checkpoint_titles_carry_the_sha256_prefix(make_runtime, tiny_ckpt_dir):
     import hashlib
 
     runtime = make_runtime()
-    model = runtime.load_model()
+    model = runtime.checkpoints.load()
     digest = hashlib.sha256((tiny_ckpt_dir / "tiny-sd1.safetensors").read_bytes()).hexdigest()
     assert model.title == f"tiny-sd1.safetensors [{digest[:10]}]"
-    names = [f.name for f in runtime.list_checkpoints()]
+    names = [f.name for f in runtime.checkpoints.list()]
     assert "inpaint/tiny-sd1-inpainting.safetensors" in names
-    assert runtime.resolve_checkpoint(digest[:10]).name == "tiny-sd1.safetensors"
+    assert runtime.checkpoints.resolve(digest[:10]).name == "tiny-sd1.safetensors"

@@ -17,8 +17,10 @@ from safetensors.torch import save_file
 
 from modules import cmd_args
 from modules.text import conditioning
+from modules import scripts
 from modules.files import infotext
 from modules.generation.request import GenerationRequest
+from webui.api.wire import generation_info
 from webui.server import create_app
 
 SMALL = dict(width=64, height=64, steps=3, seed=11, save_images=False)
@@ -27,11 +29,12 @@ SMALL = dict(width=64, height=64, steps=3, seed=11, save_images=False)
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, tiny_ckpt_dir):
     from modules.device.devices import DeviceConfig
-    from modules.runtime import Runtime, RuntimeConfig
+    from modules.runtime.runtime import Runtime, RuntimeConfig
 
     config = RuntimeConfig(data_dir=tmp_path_factory.mktemp("networks"), ckpt="tiny-sd1.safetensors",
                            device=DeviceConfig(torch.device("cpu"), torch.float32, "sdpa"), ckpt_dirs=[tiny_ckpt_dir])
     rt = Runtime(config)
+    scripts.attach(rt)  # as the app composes it (create_app reaches the extensions' callbacks)
     yield rt
     rt.jobs.shutdown(wait=False)
 
@@ -130,7 +133,7 @@ def files(runtime):
     """The LoRAs and embeddings more than one test uses, written once for the module:
     SD1 and SDXL LoRAs in A1111's folder, embeddings in both layouts' folders."""
     data = runtime.data_dir
-    xl = runtime.load_model("tiny-sdxl.safetensors")
+    xl = runtime.checkpoints.load("tiny-sdxl.safetensors")
     out = {"xl": write_lora(data / "models" / "Lora" / "xl.safetensors", sdxl_layers(xl), seed=3,
                             metadata={"ss_output_name": "xl-style", "sshs_model_hash": "abcdef0123456789"})}
     comfy = data / "models" / "embeddings"  # ComfyUI's folder
@@ -138,7 +141,7 @@ def files(runtime):
     out["gstar"] = comfy / "gstar.safetensors"
     save_file({"clip_l": token_vectors(xl, "green star", 0), "clip_g": token_vectors(xl, "green star", 1)},
               str(out["gstar"]))
-    sd1 = runtime.load_model("tiny-sd1.safetensors")
+    sd1 = runtime.checkpoints.load("tiny-sd1.safetensors")
     out["shiny"] = write_lora(data / "models" / "Lora" / "style" / "shiny.safetensors", sd1_layers(sd1))
     folder = data / "embeddings"  # A1111's folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -153,7 +156,7 @@ def files(runtime):
 
 
 def test_lora_weight_zero_nonzero_and_exact_restore(runtime, files):
-    model = runtime.load_model()
+    model = runtime.checkpoints.load()
     path = files["shiny"]
     base_weights = snapshot(model)
     base = generate(runtime, "a red circle")
@@ -174,7 +177,7 @@ def test_lora_weight_zero_nonzero_and_exact_restore(runtime, files):
     changed = [k for k in base_weights if not torch.equal(base_weights[k], snapshot(model)[k])]
     assert len(changed) == 4
 
-    state = model.extras["lora"]
+    state = model.attachments.lora
     merges = state.merges
     again = generate(runtime, "a red circle <lora:shiny:1>")
     assert state.merges == merges  # the same set again: no work
@@ -187,7 +190,7 @@ def test_lora_weight_zero_nonzero_and_exact_restore(runtime, files):
 
 
 def test_lora_text_encoder_and_unet_weights_apart(runtime):
-    model = runtime.load_model()
+    model = runtime.checkpoints.load()
     write_lora(runtime.data_dir / "models" / "loras" / "split.safetensors", sd1_layers(model), seed=5)  # ComfyUI folder
     base = snapshot(model)
     generate(runtime, "x <lora:split:0:1>")  # text encoder 0, UNet 1
@@ -204,7 +207,7 @@ def test_lora_text_encoder_and_unet_weights_apart(runtime):
 
 def test_diffusers_and_peft_spellings_apply_like_kohya(runtime):
     from safetensors.torch import load_file
-    model = runtime.load_model()
+    model = runtime.checkpoints.load()
     folder = runtime.data_dir / "models" / "Lora"
     kohya = load_file(str(write_lora(folder / "k.safetensors", sd1_layers(model), seed=21)))
     names = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q":
@@ -227,7 +230,7 @@ def test_diffusers_and_peft_spellings_apply_like_kohya(runtime):
 
 
 def test_locon_conv_layer_gets_the_composed_kernel(runtime):
-    model = runtime.load_model()
+    model = runtime.checkpoints.load()
     conv = model.unet.down_blocks[0].resnets[0].conv1  # 3x3
     path = write_lora(runtime.data_dir / "models" / "Lora" / "locon.safetensors",
                       {"lora_unet_down_blocks_0_resnets_0_conv1": conv}, rank=3, alpha=1.5, conv=True, seed=9)
@@ -250,12 +253,12 @@ def test_missing_lora_and_unknown_network_are_warnings(runtime):
     result = generate(runtime, "a cat <lora:nowhere:1> <hypernet:old:1>")
     assert "LoRA not found: nowhere" in result.warnings
     assert any("hypernet" in w for w in result.warnings)
-    assert result.info["warnings"] == result.warnings
+    assert generation_info(result)["warnings"] == result.warnings  # the API's info says so too
     assert pixels(result) == pixels(base)  # tags removed from the encoded text; nothing applied
 
 
 def test_sdxl_lora_ldm_names_and_both_text_encoders(runtime, files):
-    model = runtime.load_model("tiny-sdxl.safetensors")
+    model = runtime.checkpoints.load("tiny-sdxl.safetensors")
     try:
         base = snapshot(model)
         base_img = generate(runtime, "a cat")
@@ -273,7 +276,7 @@ def test_sdxl_lora_ldm_names_and_both_text_encoders(runtime, files):
         generate(runtime, "a cat")
         assert same_weights(snapshot(model), base)
     finally:
-        runtime.load_model("tiny-sd1.safetensors")
+        runtime.checkpoints.load("tiny-sd1.safetensors")
 
 
 # ---- textual inversion ------------------------------------------------------------------------
@@ -283,7 +286,7 @@ def refresh(runtime, model):
 
 
 def test_embeddings_replace_their_name_with_their_vectors(runtime, files):
-    model = runtime.load_model()
+    model = runtime.checkpoints.load()
     folder = files["redsq"].parent
     refresh(runtime, model)
 
@@ -306,7 +309,7 @@ def test_embeddings_replace_their_name_with_their_vectors(runtime, files):
 
 
 def test_sdxl_embedding_with_clip_l_and_clip_g(runtime, files):
-    model = runtime.load_model("tiny-sdxl.safetensors")
+    model = runtime.checkpoints.load("tiny-sdxl.safetensors")
     try:
         refresh(runtime, model)
         a = conditioning.encode(model, ["a gstar"])
@@ -315,7 +318,7 @@ def test_sdxl_embedding_with_clip_l_and_clip_g(runtime, files):
         from modules.models import embeddings
         assert "redsq" in embeddings.registry(model).scan.skipped  # an SD1-width file on SDXL
     finally:
-        runtime.load_model("tiny-sd1.safetensors")
+        runtime.checkpoints.load("tiny-sd1.safetensors")
 
 
 # ---- API ------------------------------------------------------------------------------------
@@ -328,7 +331,7 @@ def test_api_lists_and_generation_info(runtime, files):
     assert loras["shiny"]["path"].endswith("models/Lora/style/shiny.safetensors")
     assert client.post("/sdapi/v1/refresh-loras").status_code == 200
 
-    runtime.load_model("tiny-sd1.safetensors")
+    runtime.checkpoints.load("tiny-sd1.safetensors")
     emb = client.get("/sdapi/v1/embeddings").json()
     assert emb["loaded"]["redsq"] == {"step": 500, "sd_checkpoint": "0123456789", "sd_checkpoint_name": "tiny",
                                       "shape": 64, "vectors": 2}

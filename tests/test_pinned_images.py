@@ -48,7 +48,7 @@ def demo_runtime(tmp_path_factory):
     import torch
 
     from modules.device.devices import DeviceConfig
-    from modules.runtime import Runtime, RuntimeConfig
+    from modules.runtime.runtime import Runtime, RuntimeConfig
 
     config = RuntimeConfig(data_dir=tmp_path_factory.mktemp("pinned-data"),
                            device=DeviceConfig(torch.device("cpu"), torch.float32, "sdpa"), ckpt=DEMO)

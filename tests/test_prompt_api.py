@@ -76,13 +76,14 @@ def test_sdxl_crop_changes_the_picture(make_runtime):
 def test_sdxl_time_ids_follow_the_settings():
     import torch
 
+    from modules.models.families import by_name
     from modules.text.conditioning import TextSettings, sdxl_time_ids
 
     class Model:
         dtype, device = torch.float32, torch.device("cpu")
 
         def __init__(self, family):
-            self.family = family
+            self.family = by_name(family)
 
     settings = TextSettings(sdxl_crop_top=16, sdxl_crop_left=8, sdxl_refiner_low_aesthetic_score=2.0,
                             sdxl_refiner_high_aesthetic_score=7.0)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 from modules.text.prompt_syntax import (
-    ExtraNetwork, Style, apply_styles, extract_extra_networks, get_schedule,
-    load_styles_csv, lora_weights, merge_style, multicond_schedules, parse_attention,
-    save_styles_csv, split_and, text_at_step,
+    ExtraNetwork, extract_extra_networks, get_schedule, lora_weights, multicond_schedules, parse_attention, split_and,
+    text_at_step,
 )
+from modules.text.styles import Style, apply_styles, load_styles_csv, merge_style, save_styles_csv
 
 # ------------------------------------------------------------------------ schedules
 

@@ -3,7 +3,7 @@
 A1111 runs k-diffusion's `sampling.py`; the parity tests run that file itself (installed
 with `pip install --no-deps k-diffusion==0.1.1.post1`; only sampling.py and external.py are
 loaded, by path, because the package's __init__ imports torchvision and friends) on the
-same toy denoiser, noise and seeds as our diffusers schedulers driven by processing.py's
+same toy denoiser, noise and seeds as our diffusers schedulers driven by generation/loop.py's
 loop, and compare the results. Without k-diffusion those tests skip; the schedule values
 below were taken from it, so the schedule tests run regardless.
 """
@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from modules.sampling import samplers as S
+from modules.sampling import schedules
+from webui.api import wire
 
 SHAPE = (1, 4, 8, 8)
 CFG = 3.0
@@ -81,13 +83,13 @@ def conds(n):
 
 
 def make_noise(seeds, shape=SHAPE):
-    """As processing.make_noise: one generator per image, which goes on to drive the sampler."""
+    """As seeds.make_noise: one generator per image, which goes on to drive the sampler."""
     gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     return torch.stack([torch.randn(shape[1:], generator=g) for g in gens]), gens
 
 
 def run_ours(sampler, schedule, steps, seeds, eps_fn=toy_eps, shape=SHAPE, **kwargs):
-    """processing.sample's loop, with a counter of UNet evaluations."""
+    """loop.sample's loop, with a counter of UNet evaluations."""
     sch = S.create_scheduler(sampler, schedule, steps, **kwargs)
     noise, gens = make_noise(seeds, shape)
     n = noise.shape[0]
@@ -130,7 +132,7 @@ SD = 0.5  # the data: N(0, SD**2) per latent value, whose ideal denoiser is know
 
 def gaussian_eps(x, t, cond):
     """The exact eps-prediction for N(0, SD**2) data (cond ignored)."""
-    sigma = S.t_to_sigma(torch.as_tensor(t, dtype=torch.float32).reshape(-1), S.training_sigmas().log())
+    sigma = schedules.t_to_sigma(torch.as_tensor(t, dtype=torch.float32).reshape(-1), schedules.training_sigmas().log())
     sigma = sigma.reshape(-1, 1, 1, 1)
     return x * (sigma ** 2 + 1) ** 0.5 * sigma / (SD ** 2 + sigma ** 2)
 
@@ -199,17 +201,17 @@ def test_schedule_type_lists():
     assert S.schedule_types_for("Euler") == S.schedule_types()
     assert S.schedule_types_for("DDIM") == ["Automatic", "SGM Uniform"]
     assert S.schedule_types_for("LCM") == ["Automatic"]
-    api = {s["name"]: s for s in S.sampler_list()}
+    api = {s["name"]: s for s in wire.sampler_list()}  # the API's shape of the table
     assert api["DPM++ 2M"]["options"]["scheduler"] == "karras"
     assert api["DPM2"]["options"]["discard_next_to_last_sigma"] is True
     assert "k_euler_a" in api["Euler a"]["aliases"]
-    assert [s["label"] for s in S.scheduler_list()] == S.schedule_types()
+    assert [s["label"] for s in wire.scheduler_list()] == S.schedule_types()
 
 
 # --- sigma schedules -------------------------------------------------------------------------------
 
 def test_training_sigmas_are_ldms():
-    sig = S.training_sigmas()
+    sig = schedules.training_sigmas()
     ref = ((1 - ldm_alphas_cumprod()) / ldm_alphas_cumprod()) ** 0.5
     assert sig.dtype == torch.float32 and sig.shape == (1000,)
     assert torch.allclose(sig, ref, rtol=1e-6, atol=0)
@@ -259,12 +261,12 @@ def test_sigma_schedules_equal_k_diffusions(n):
     assert torch.allclose(S.sigmas_for("DPM2", "Karras", n), torch.cat([full[:-2], full[-1:]]), rtol=2e-6, atol=0)
     # timesteps the UNet sees = k-diffusion's sigma_to_t
     sig = S.sigmas_for("Euler", "Karras", n)
-    assert torch.allclose(S.sigma_to_t(sig[:-1], S.training_sigmas().log()), wrap.sigma_to_t(sig[:-1]),
+    assert torch.allclose(schedules.sigma_to_t(sig[:-1], schedules.training_sigmas().log()), wrap.sigma_to_t(sig[:-1]),
                           rtol=0, atol=2e-3)
 
 
 def test_other_schedules_are_sane():
-    train = S.training_sigmas()
+    train = schedules.training_sigmas()
     for label in S.SIGMA_SCHEDULES:
         for n in (1, 4, 20):
             sig = S.sigmas_for("Euler", label, n)
@@ -303,7 +305,7 @@ def test_img2img_runs_the_tail_of_the_schedule():
         assert len(sch.timesteps.unique()) == int(0.3 * 20) + 1, name
 
 
-# --- every sampler runs processing.py's loop ------------------------------------------------------
+# --- every sampler runs generation/loop.py's loop ------------------------------------------------------
 
 ALL_PAIRS = [(s, st) for s in S.sampler_names() for st in S.schedule_types_for(s)]
 
@@ -449,7 +451,7 @@ def test_v_prediction_matches_k_diffusion(name):
 def test_one_and_two_steps(name, steps):
     out, calls, _ = run_ours(name, "Automatic", steps, [4], eps_fn=gaussian_eps)
     assert torch.isfinite(out).all() and calls == evaluations(name, "Automatic", steps)
-    assert out.abs().max() < 5 * S.training_sigmas()[-1]
+    assert out.abs().max() < 5 * schedules.training_sigmas()[-1]
 
 
 @needs_kd

@@ -16,9 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from modules import cmd_args, script_callbacks
+from modules.scripts import host_of
+from modules import cmd_args, script_callbacks, scripts
 from modules.files import infotext
-from modules.generation.request import GenerationRequest, RequestError
+from modules.generation.request import GenerationRequest, RequestError, ScriptSelection
 from webui.server import create_app
 
 SMALL = dict(width=64, height=64, steps=3, sampler_name="Euler")
@@ -154,7 +155,7 @@ def runtime(make_runtime, tmp_path):
 
 
 def module_of(runtime, title: str, is_img2img: bool = False, alwayson: bool = False):
-    script = runtime.scripts.find(title, is_img2img, alwayson)
+    script = host_of(runtime).runner.find(title, is_img2img, alwayson)
     return sys.modules[type(script).__module__]
 
 
@@ -164,17 +165,17 @@ def pixels(image) -> np.ndarray:
 
 # ---- the engine --------------------------------------------------------------------------
 def test_scripts_load_with_their_titles_and_kinds(runtime, tmp_path):
-    assert "Run twice" in runtime.scripts.titles(False)
-    assert "Run twice" not in runtime.scripts.titles(True)  # show() said txt2img only
-    assert runtime.scripts.find("prompt tagger", True, alwayson=True) is not None
+    assert "Run twice" in host_of(runtime).runner.titles(False)
+    assert "Run twice" not in host_of(runtime).runner.titles(True)  # show() said txt2img only
+    assert host_of(runtime).runner.find("prompt tagger", True, alwayson=True) is not None
     mod = module_of(runtime, "Run twice")
     assert Path(mod.BASEDIR) == tmp_path / "data" / "extensions" / "a1111-style"
-    assert not runtime.extension_errors.errors
+    assert not runtime.extensions.errors.errors
 
 
 def test_selectable_script_runs_through_the_engine(runtime):
-    result = runtime.generate(GenerationRequest(prompt="a red circle", script_name="RUN TWICE",
-                                                script_args=["5,9", ""], **SMALL))
+    result = runtime.generate(GenerationRequest(prompt="a red circle", **SMALL,
+                                                scripts=ScriptSelection(name="RUN TWICE", args=["5,9", ""])))
     assert result.seeds == [5, 9] and len(result.images) == 2
     single = runtime.generate(GenerationRequest(prompt="a red circle", seed=9, **SMALL))
     assert np.array_equal(pixels(result.images[1]), pixels(single.images[0]))
@@ -183,13 +184,14 @@ def test_selectable_script_runs_through_the_engine(runtime):
 
 def test_unknown_script_name_is_a_request_error(runtime):
     with pytest.raises(RequestError, match="Script 'Nope' not found"):
-        runtime.generate(GenerationRequest(prompt="x", script_name="Nope", **SMALL))
+        runtime.generate(GenerationRequest(prompt="x", **SMALL, scripts=ScriptSelection(name="Nope")))
 
 
 def test_alwayson_process_edits_the_prompt_and_infotext(runtime):
     plain = runtime.generate(GenerationRequest(prompt="a red circle", seed=3, **SMALL))
     tagged = runtime.generate(GenerationRequest(prompt="a red circle", seed=3, **SMALL,
-                                                alwayson_scripts={"Prompt tagger": {"args": [True, "blue"]}}))
+                                                scripts=ScriptSelection(alwayson={"Prompt tagger": {"args": [True,
+                                                                        "blue"]}})))
     params = infotext.parse_infotext(tagged.infotexts[0])
     assert params["Prompt"] == "a red circle, blue" and params["Tagger"] == "blue"
     same = runtime.generate(GenerationRequest(prompt="a red circle, blue", seed=3, **SMALL))
@@ -200,7 +202,8 @@ def test_alwayson_process_edits_the_prompt_and_infotext(runtime):
 def test_alwayson_postprocess_image_replaces_the_saved_picture(runtime):
     plain = runtime.generate(GenerationRequest(prompt="x", seed=4, **SMALL))
     inverted = runtime.generate(GenerationRequest(prompt="x", seed=4, **SMALL,
-                                                  alwayson_scripts={"Prompt tagger": {"args": [True, "invert"]}}))
+                                                  scripts=ScriptSelection(alwayson={"Prompt tagger": {"args": [True,
+                                                                          "invert"]}})))
     same_prompt = runtime.generate(GenerationRequest(prompt="x, invert", seed=4, **SMALL))
     assert np.array_equal(pixels(inverted.images[0]), 255 - pixels(same_prompt.images[0]))
     saved = Image.open(inverted.paths[0])
@@ -232,11 +235,11 @@ def test_image_saved_callback_gets_the_file(runtime):
 
 def test_model_loaded_callback_and_reload(runtime):
     mod = module_of(runtime, "Run twice")
-    runtime.load_model()
+    runtime.checkpoints.load()
     assert mod.LOADED == ["tiny-sd1.safetensors"]
-    runtime.load_extensions()  # the old scripts hear of it; the new ones register once
+    scripts.attach(runtime)  # a reload: the old scripts hear of it; the new ones register once
     assert mod.UNLOADED == [1]
-    assert len(runtime.callbacks.callbacks["cfg_denoiser"]) == 1
+    assert len(host_of(runtime).callbacks.callbacks["cfg_denoiser"]) == 1
     new = module_of(runtime, "Run twice")
     new.STEPS.clear()
     runtime.generate(GenerationRequest(prompt="x", seed=1, **SMALL))
@@ -249,7 +252,7 @@ def test_broken_extensions_are_reported_and_generation_goes_on(make_runtime, tmp
     write_extension(root, "broken-process", {"scripts/boom.py": BROKEN_PROCESS})
     rt = make_runtime()
     try:
-        errors = rt.extension_errors
+        errors = rt.extensions.errors
         (imp,) = errors.for_extension("broken-import")
         assert imp.where == "import scripts/bad.py" and "no_such_module_anywhere" in imp.message
         result = rt.generate(GenerationRequest(prompt="a red circle", seed=2, **SMALL))
@@ -265,8 +268,8 @@ def test_disabled_extension_is_not_loaded(make_runtime, tmp_path):
     (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "config.json").write_text(json.dumps({"disabled_extensions": ["a1111-style"]}))
     rt = make_runtime()
-    assert "Run twice" not in rt.scripts.titles(False)
-    assert [e.enabled for e in rt.extensions if e.name == "a1111-style"] == [False]
+    assert "Run twice" not in host_of(rt).runner.titles(False)
+    assert [e.enabled for e in rt.extensions.loaded if e.name == "a1111-style"] == [False]
 
 
 def test_slow_hook_is_named_in_the_log(runtime, monkeypatch, caplog):
@@ -279,7 +282,7 @@ def test_slow_hook_is_named_in_the_log(runtime, monkeypatch, caplog):
 def test_shared_facade_reads_the_runtime(runtime):
     from modules import shared
 
-    runtime.load_model()
+    runtime.checkpoints.load()
     assert shared.opts.outdir_samples == runtime.options.outdir_samples
     assert shared.opts.samples_format == "png"
     shared.opts.my_extension_setting = 5
@@ -355,3 +358,21 @@ def test_page_has_the_script_dropdown_and_the_extension_tab(runtime):
     assert any(isinstance(b, gr.Tab) and b.label == "Test tab" for b in blocks)
     assert any(isinstance(b, gr.Markdown) and "hello from an extension" in str(b.value) for b in blocks)
     assert any(isinstance(b, gr.Checkbox) and b.label == "Enable tagger" for b in blocks)
+
+
+def test_a_plain_job_goes_straight_to_the_engine_with_the_same_pixels(make_runtime, tmp_path):
+    """Without the A1111 edge the runtime's own job runner runs the engine once; with the
+    script host attached (and no script chosen) the job goes through A1111's p and
+    process_images. Both give the same picture and the same infotext."""
+    from modules.runtime.runtime import JobRunner, Runtime
+
+    hosted = make_runtime()
+    plain = Runtime(hosted.config)  # the same folders and checkpoint, no edge
+    assert type(plain.job_runner) is JobRunner and isinstance(hosted.job_runner, scripts.ScriptHost)
+    request = GenerationRequest(prompt="a red circle", seed=7, save_images=False, **SMALL)
+    a, b = plain.generate(request), hosted.generate(request)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    assert a.infotexts == b.infotexts
+    with pytest.raises(RequestError, match="script"):  # the plain runner has no scripts to run
+        plain.generate(request.replace(scripts=ScriptSelection("Run twice")))
+    plain.jobs.shutdown(wait=False)

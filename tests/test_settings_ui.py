@@ -1,5 +1,5 @@
 """The Settings tab and POST /sdapi/v1/options change settings through one code path
-(Runtime.set_options): the same checks, the same messages, the same config.json.
+(the runtime's settings.set): the same checks, the same messages, the same config.json.
 
 The page is built as the server builds it (`webui.ui.app.create`) and driven as a browser
 drives it: its load event fills the widgets, the test sets widgets by elem_id and calls
@@ -110,7 +110,7 @@ def api(runtime, page):  # the page first: it is where extensions declare their 
 
 
 def saved(runtime) -> dict:
-    return json.loads(runtime.options_path.read_text())
+    return json.loads(runtime.settings.path.read_text())
 
 
 # ---- the tab ------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_emphasis_applied_in_the_tab_is_what_the_api_returns_and_config_keeps(ru
     assert "Saved 1 setting" in status and "Emphasis mode" in status and "No norm" in status
     assert api.get("/sdapi/v1/options").json()["emphasis"] == "No norm"
     assert saved(runtime)["emphasis"] == "No norm"
-    assert Options.load(runtime.options_path).emphasis == "No norm"  # what the next start reads
+    assert Options.load(runtime.settings.path).emphasis == "No norm"  # what the next start reads
     assert page.apply() == "Nothing changed."
 
 
@@ -184,14 +184,14 @@ def test_clip_skip_in_the_tab_and_the_quick_setting_agree(runtime, page, api):
     ("sdxl_refiner_high_aesthetic_score", "high", "SDXL high aesthetic score: must be a number"),
 ])
 def test_a_bad_value_is_refused_with_its_message_and_changes_nothing(runtime, page, api, name, bad, message):
-    before_file = runtime.options_path.read_bytes() if runtime.options_path.exists() else None
+    before_file = runtime.settings.path.read_bytes() if runtime.settings.path.exists() else None
     before = api.get("/sdapi/v1/options").json()
     # a good change beside the bad one is not saved either
     with pytest.raises(gr.Error, match=message.replace("(", r"\(")) as refused:
         page.apply(**{f"setting_{name}": bad, "setting_sdxl_crop_left": 32})
     assert "Nothing was saved" in str(refused.value)
     assert runtime.options.sdxl_crop_left == 0 and getattr(runtime.options, name) == before[name]
-    assert (runtime.options_path.read_bytes() if runtime.options_path.exists() else None) == before_file
+    assert (runtime.settings.path.read_bytes() if runtime.settings.path.exists() else None) == before_file
     # the API refuses it through the same checks, with the same words
     r = api.post("/sdapi/v1/options", json={name: bad, "sdxl_crop_left": 32})
     assert r.status_code == 422 and r.json()["field"] == name
@@ -203,7 +203,7 @@ def test_limits_cannot_be_changed_from_either_face(runtime, api):
     r = api.post("/sdapi/v1/options", json={"max_steps": -5})
     assert r.status_code == 422 and r.json()["field"] == "max_steps" and "config.json" in r.json()["detail"]
     with pytest.raises(option_rules.OptionError, match="max_steps"):
-        runtime.set_options({"max_steps": -5, "emphasis": "Ignore"})
+        runtime.settings.set({"max_steps": -5, "emphasis": "Ignore"})
     assert runtime.options.max_steps == 150 and runtime.options.emphasis == "Original"
     # a client posting back what it read (A1111 clients do) changes nothing and is accepted
     assert api.post("/sdapi/v1/options", json=api.get("/sdapi/v1/options").json()).status_code == 200

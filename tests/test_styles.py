@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modules.text import styles
-from modules.text.prompt_syntax import Style
+from modules.text.styles import Style
 from modules.generation.request import GenerationRequest, RequestError
 from tests.test_api import SMALL, args_for
 from webui.server import create_app

@@ -9,7 +9,7 @@ from benchmarks import speed as benchmark
 from modules.device.devices import DeviceConfig
 from tests.synthetic import write_checkpoint
 from modules.generation.request import GenerationRequest
-from modules.runtime import Runtime, RuntimeConfig
+from modules.runtime.runtime import Runtime, RuntimeConfig
 
 CPU = DeviceConfig(torch.device("cpu"), torch.float32, "sdpa")
 
@@ -36,39 +36,39 @@ def image(rt: Runtime) -> np.ndarray:
 
 def test_switch_within_a_family_reuses_modules_and_gives_the_new_weights(tmp_path, two_sd1):
     rt = runtime(tmp_path, two_sd1)
-    a = rt.load_model("a.safetensors")
+    a = rt.checkpoints.load("a.safetensors")
     img_a = image(rt)
     unet = a.unet
-    module_state = {k: v for k, v in a.extras.items() if k in ("embeddings", "lora_layers")}
-    b = rt.load_model("b.safetensors")
-    assert all(b.extras[k] is v for k, v in module_state.items())  # hooks on the modules are not doubled
+    module_state = {k: getattr(a.attachments, k) for k in ("embeddings", "lora_layers")}
+    b = rt.checkpoints.load("b.safetensors")
+    assert all(getattr(b.attachments, k) is v for k, v in module_state.items())  # hooks on the modules are not doubled
     assert b.unet is unet and b.name == "b.safetensors"  # no second model was built
     img_b = image(rt)
     fresh = runtime(tmp_path / "fresh", two_sd1)
-    fresh.load_model("b.safetensors")
+    fresh.checkpoints.load("b.safetensors")
     assert np.array_equal(img_b, image(fresh))  # the same picture as b loaded from scratch
     assert not np.array_equal(img_a, img_b)
-    rt.load_model("a.safetensors")
+    rt.checkpoints.load("a.safetensors")
     assert np.array_equal(image(rt), img_a)
-    xl = rt.load_model("xl.safetensors")  # another architecture: built anew
-    assert xl.unet is not unet and xl.family == "sdxl"
+    xl = rt.checkpoints.load("xl.safetensors")  # another architecture: built anew
+    assert xl.unet is not unet and xl.family.name == "sdxl"
 
 
 def test_checkpoint_cache_keeps_the_most_recent_and_switching_back_is_exact(tmp_path, two_sd1):
     rt = runtime(tmp_path, two_sd1, cache=1)
-    rt.load_model("a.safetensors")
+    rt.checkpoints.load("a.safetensors")
     img_a = image(rt)
-    rt.load_model("b.safetensors")
-    assert len(rt.checkpoint_states) == 1
+    rt.checkpoints.load("b.safetensors")
+    assert len(rt.checkpoints.states) == 1
     rt.options.sd_checkpoint_cache = 2
-    rt.load_model("a.safetensors")
-    rt.load_model("b.safetensors")
-    assert len(rt.checkpoint_states) == 2
-    rt.load_model("a.safetensors")  # from RAM; the cached tensors were not overwritten by b's
+    rt.checkpoints.load("a.safetensors")
+    rt.checkpoints.load("b.safetensors")
+    assert len(rt.checkpoints.states) == 2
+    rt.checkpoints.load("a.safetensors")  # from RAM; the cached tensors were not overwritten by b's
     assert np.array_equal(image(rt), img_a)
     rt.options.sd_checkpoint_cache = 0
-    rt.load_model("b.safetensors")
-    assert len(rt.checkpoint_states) == 0
+    rt.checkpoints.load("b.safetensors")
+    assert len(rt.checkpoints.states) == 0
 
 
 def test_rss_does_not_grow_over_ten_switches(tmp_path):

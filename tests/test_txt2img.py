@@ -6,7 +6,7 @@ import pytest
 
 from modules.files import infotext
 from modules.sampling import samplers
-from modules.generation.pipeline import JobControl
+from modules.generation.hooks import JobControl
 from modules.generation.request import GenerationRequest, RequestError
 
 SMALL = dict(width=64, height=64, steps=4)
@@ -19,7 +19,7 @@ def pixels(image) -> np.ndarray:
 @pytest.fixture
 def runtime(make_runtime):
     rt = make_runtime()
-    rt.load_model()
+    rt.checkpoints.load()
     return rt
 
 

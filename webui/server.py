@@ -9,21 +9,23 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from modules import cmd_args  # noqa: E402
+from modules import cmd_args, scripts  # noqa: E402
 from modules.device import devices
-from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig  # noqa: E402
+from modules.runtime.runtime import REPO_ROOT, Runtime, RuntimeConfig  # noqa: E402
 
 log = logging.getLogger("kiln")
 EXTENSION_HOOKS_JS = Path(__file__).resolve().parent / "javascript" / "extension-hooks.js"
 
 
 def make_runtime(args, restart_command: list[str] | None = None) -> Runtime:
+    """The engine's runtime for these flags, handed to the A1111 edge (the extensions'
+    scripts and callbacks load; they run every generation job)."""
     device = devices.choose(use_cpu="all" in args.use_cpu, precision="full" if args.precision == "full" else
                             ("bf16" if args.precision == "bf16" else "auto"), no_half=args.no_half,
                             xformers=args.xformers and not args.opt_sdp_attention, medvram=args.medvram,
                             lowvram=args.lowvram, compile=args.compile)
     data_dir = Path(args.data_dir or REPO_ROOT).resolve()
-    return Runtime(RuntimeConfig(
+    runtime = Runtime(RuntimeConfig(
         data_dir=data_dir, device=device, ckpt=args.ckpt,
         ckpt_dirs=[Path(args.ckpt_dir)] if args.ckpt_dir else [],
         lora_dirs=[Path(args.lora_dir)] if getattr(args, "lora_dir", None) else [],
@@ -33,6 +35,8 @@ def make_runtime(args, restart_command: list[str] | None = None) -> Runtime:
         extension_access=cmd_args.extension_access(args),
         disable_all_extensions=cmd_args.disable_all_extensions(args),
         restart_command=restart_command))
+    scripts.attach(runtime)
+    return runtime
 
 
 def parse_auth(value: str | None) -> list[tuple[str, str]]:
@@ -54,7 +58,7 @@ def create_app(runtime: Runtime, args):
         # each face takes its own flag, or the other's when only one is given
         api.install(app, runtime, args, credentials=parse_auth(args.api_auth or args.gradio_auth))
     if args.nowebui:
-        runtime.callbacks.app_started(None, app)  # extensions' on_app_started: their routes go on `app`
+        scripts.host_of(runtime).callbacks.app_started(None, app)  # extensions' on_app_started: their routes go on `app`
     else:
         import gradio as gr
 
@@ -68,8 +72,8 @@ def create_app(runtime: Runtime, args):
         auth = parse_auth(args.gradio_auth or args.api_auth) or None
         # the enabled extensions' javascript/*.js and style.css, as <script>/<link> tags served
         # through Gradio's file route (so the page's auth guards them too)
-        head, files = ui_extensions.page_head(runtime.active_extensions, EXTENSION_HOOKS_JS)
-        runtime.callbacks.app_started(demo, app)  # before the mount at "/", which would shadow their routes
+        head, files = ui_extensions.page_head(runtime.extensions.active, EXTENSION_HOOKS_JS)
+        scripts.host_of(runtime).callbacks.app_started(demo, app)  # before the mount at "/", which would shadow their routes
         # mounted last: a mount at "/" shadows every route added after it
         app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=[str(outputs), *files], auth=auth,
                                   footer_links=["api"], head=head)
@@ -81,9 +85,9 @@ def load_in_background(runtime: Runtime):
     of the job queue (jobs queue behind it). Returns the Task."""
     def load():
         try:
-            runtime.load_model()
+            runtime.checkpoints.load()
         except Exception as e:  # the UI shows the message; the server keeps running
-            runtime.last_load_error = str(e)
+            runtime.checkpoints.last_load_error = str(e)
             log.error("could not load a checkpoint: %s", e)
 
     return runtime.jobs.submit(load, name="load checkpoint")

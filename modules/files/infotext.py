@@ -22,13 +22,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from modules.generation.request import GenerationRequest
-
-# A1111's schedule types ("Schedule type" in the infotext), longest first so that
-# "SGM Uniform" wins over "Uniform" when splitting a legacy sampler name.
-SCHEDULE_TYPES = (
-    "Align Your Steps", "Polyexponential", "SGM Uniform", "Exponential", "KL Optimal",
-    "Automatic", "Uniform", "Karras", "Simple", "Normal", "DDIM", "Beta",
-)
+from modules.sampling import samplers
 
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 
@@ -100,6 +94,20 @@ def build_infotext(request: GenerationRequest, *, seed: int, subseed: int | None
     return f"{request.prompt}{negative}\n{line}".strip()
 
 
+def image_infotext(request: GenerationRequest, model, *, prompt: str, negative_prompt: str, seed: int,
+                   subseed: int | None, width: int | None = None, height: int | None = None,
+                   extra: dict | None = None) -> str:
+    """The infotext of one generated image (the engine's and A1111's create_infotext
+    alike): the request's values with this image's prompts and seeds, the model's name
+    and hash, `extra` (what this generation adds: img2img, LoRA hashes ...), then the
+    request's own infotext_params (a script's), then Kiln's version."""
+    return build_infotext(request.replace(prompt=prompt, negative_prompt=negative_prompt), seed=seed, subseed=subseed,
+                          model_name=model.name if model is not None else None,
+                          model_hash=model.short_hash if model is not None else None,
+                          width=width or request.width, height=height or request.height,
+                          extra=(extra or {}) | request.infotext_params | {"Version": "kiln"})
+
+
 # -- reading -------------------------------------------------------------------------------
 def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
@@ -117,15 +125,13 @@ def parse_params_line(line: str) -> dict[str, str]:
 
 
 def split_sampler_name(sampler: str, schedule: str | None = None) -> tuple[str, str]:
-    """Legacy names such as "DPM++ 2M Karras" -> ("DPM++ 2M", "Karras"). A schedule type
-    already given (other than Automatic) is kept."""
-    for label in SCHEDULE_TYPES:
-        if label != "Automatic" and sampler.endswith(" " + label):
-            sampler = sampler[: -len(label) - 1].rstrip()
-            if not schedule or schedule == "Automatic":
-                schedule = label
-            break
-    return sampler, schedule or "Automatic"
+    """(sampler, schedule type) as the sampler table resolves them (a legacy name such as
+    "DPM++ 2M Karras" carries its schedule type, which wins, as in A1111). A name Kiln does
+    not know (another tool's) is kept as written."""
+    try:
+        return samplers.resolve_names(sampler, schedule or "Automatic")
+    except samplers.SamplerError:
+        return sampler, schedule or "Automatic"
 
 
 def parse_infotext(text: str) -> dict[str, str]:
@@ -190,32 +196,37 @@ REQUEST_FIELDS: tuple[tuple[str, str, type], ...] = (
     ("Clip skip", "clip_skip", int),
     ("Model", "checkpoint", str),  # a name hint: the file stem, matched against the registry
 )
-# infotext key -> key in GenerationRequest.extra
-EXTRA_FIELDS: tuple[tuple[str, str, type], ...] = (
+# infotext key -> what it hints that is not a request field of its own here (the model's
+# hash; the strength, which belongs to img2img and hires. fix, not to a txt2img paste)
+HINT_FIELDS: tuple[tuple[str, str, type], ...] = (
     ("Model hash", "model_hash", str),
     ("Denoising strength", "denoising_strength", float),
 )
 
 
+def _typed(parsed: dict[str, str], table) -> dict[str, Any]:
+    """The table's keys present in `parsed`, converted (a value that does not convert is left out)."""
+    out: dict[str, Any] = {}
+    for key, name, kind in table:
+        if key not in parsed:
+            continue
+        try:
+            out[name] = _to_int(parsed[key]) if kind is int else kind(parsed[key])
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
 def request_fields_from_infotext(text: str) -> dict[str, Any]:
     """GenerationRequest keyword arguments, typed, from an infotext: only the fields it
     names (a value that does not convert is left out). ``checkpoint`` is the model name
-    hint; "Model hash" and "Denoising strength" go to ``extra`` when present."""
-    parsed = parse_infotext(text)
-    fields: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for table, target in ((REQUEST_FIELDS, fields), (EXTRA_FIELDS, extra)):
-        for key, name, kind in table:
-            if key not in parsed:
-                continue
-            value = parsed[key]
-            try:
-                target[name] = _to_int(value) if kind is int else kind(value)
-            except (TypeError, ValueError):
-                continue
-    if extra:
-        fields["extra"] = extra
-    return fields
+    hint, matched against the registry by whoever uses it."""
+    return _typed(parse_infotext(text), REQUEST_FIELDS)
+
+
+def infotext_hints(text: str) -> dict[str, Any]:
+    """``model_hash`` and ``denoising_strength`` when the infotext names them."""
+    return _typed(parse_infotext(text), HINT_FIELDS)
 
 
 # -- PNG -----------------------------------------------------------------------------------

@@ -6,11 +6,15 @@ outside the blurred mask stay exactly as they were.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
+
+from modules.generation.loop import InitLatents
+from modules.generation.request import GenerationRequest
+from modules.generation.vae import encode, txt2img_image_cond
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
@@ -156,3 +160,106 @@ def outpaint_canvas(image: Image.Image, pixels: int, sides: tuple[str, ...], ove
             left + w - (overlap if right else 0), up + h - (overlap if down else 0))
     mask.paste(0, keep)
     return canvas, mask
+
+
+# ---- img2img's inputs for the loop, and its outputs pasted back ----------------------------
+@dataclass
+class Img2ImgBatch:
+    """One batch's img2img inputs, prepared from the init images (and mask)."""
+    init: InitLatents
+    image_cond: torch.Tensor | None
+    originals: list[Image.Image]  # what strength 0 returns and what the result is pasted over
+    blurred_masks: list[Image.Image] | None = None  # at the originals' size
+    regions: list = field(default_factory=list)  # "only masked" crop boxes
+
+    def part(self, a: int, b: int) -> "Img2ImgBatch":
+        """Images a..b of the batch (the whole batch when that is all of it)."""
+        if a == 0 and b == len(self.originals):
+            return self
+        mask = self.init.mask[a:b] if self.init.mask is not None else None
+        return Img2ImgBatch(InitLatents(self.init.latents[a:b], mask),
+                            self.image_cond[a:b] if self.image_cond is not None else None, self.originals[a:b],
+                            self.blurred_masks[a:b] if self.blurred_masks is not None else None,
+                            self.regions[a:b] if self.regions else [])
+
+
+@torch.no_grad()
+def prepare_img2img(model, request: GenerationRequest, sources: list[Image.Image], noise: torch.Tensor,
+                    width: int, height: int) -> Img2ImgBatch:
+    mode = int(request.resize_mode)
+    factor = model.vae_scale_factor
+    if request.mask is None:
+        originals = [resize_image(0 if mode == 3 else mode, src, width, height) for src in sources]
+        if mode == 3:  # latent upscale: encode at the source size, resize the latents
+            latents = torch.cat([
+                torch.nn.functional.interpolate(
+                    encode(model, [src.convert("RGB").resize((max(factor, src.width // factor * factor),
+                                                              max(factor, src.height // factor * factor)))]),
+                    size=(height // factor, width // factor), mode="bilinear", align_corners=False)
+                for src in sources])
+        else:
+            latents = encode(model, originals)
+        return Img2ImgBatch(InitLatents(latents), txt2img_image_cond(model, len(sources), width, height), originals)
+
+    invert, blur = bool(request.inpainting_mask_invert), int(request.mask_blur)
+    processed, sharps, blurred_full, regions, originals = [], [], [], [], []
+    for src in sources:
+        if request.inpaint_full_res:  # "only masked": work on the masked region at full size
+            original = src.convert("RGB")
+            sharp_full, blurred = prepare_mask(request.mask, original.size, invert, blur)
+            region = masked_region(sharp_full, int(request.inpaint_full_res_padding), width, height)
+            box = region.box if region else (0, 0, *original.size)
+            proc = original.crop(box).resize((width, height), Image.Resampling.LANCZOS)
+            sharp = sharp_full.crop(box).resize((width, height), Image.Resampling.NEAREST)
+        else:  # the mask goes through the same resize as the picture
+            original = resize_image(mode if mode != 3 else 0, src, width, height)
+            mask = resize_image(mode if mode != 3 else 0, mask_to_l(request.mask), width, height)
+            sharp, blurred = prepare_mask(mask.convert("L"), (width, height), invert, blur)
+            region, proc = None, original
+        if int(request.inpainting_fill) == 0:
+            proc = fill_masked(proc, sharp)
+        processed.append(proc)
+        sharps.append(sharp)
+        blurred_full.append(blurred)
+        regions.append(region)
+        originals.append(original)
+    latents = encode(model, processed)
+    lat_size = (height // factor, width // factor)
+    # the latent mask follows A1111: the blurred mask at latent size, rounded to 0/1
+    blurred_proc = [b.crop(r.box).resize((width, height)) if r else b for b, r in zip(blurred_full, regions)]
+    mask = torch.stack([torch.from_numpy(np.asarray(b.resize(lat_size[::-1], Image.Resampling.BILINEAR),
+                                                    dtype=np.float32) / 255).round() for b in blurred_proc])[:, None]
+    fill = int(request.inpainting_fill)
+    if fill == 2:  # latent noise
+        latents = latents * (1 - mask) + noise * mask
+    elif fill == 3:  # latent nothing
+        latents = latents * (1 - mask)
+    image_cond = None
+    if model.info.inpainting:
+        sharp_lat = torch.stack([torch.from_numpy(np.asarray(m.resize(lat_size[::-1], Image.Resampling.BILINEAR),
+                                                             dtype=np.float32) / 255).round() for m in sharps])[:, None]
+        grey_masked = [Image.composite(Image.new("RGB", p.size, (128, 128, 128)), p, m) for p, m in zip(processed, sharps)]
+        image_cond = torch.cat([sharp_lat, encode(model, grey_masked)], dim=1)
+    return Img2ImgBatch(InitLatents(latents, mask), image_cond, originals, blurred_full, regions)
+
+
+def finish_img2img(batch: Img2ImgBatch, decoded: list[Image.Image]) -> list[Image.Image]:
+    """Paste inpainted pixels back over the originals through the blurred mask."""
+    if batch.blurred_masks is None:
+        return decoded
+    return [paste_back(o, d, m, r) for o, d, m, r in zip(batch.originals, decoded, batch.blurred_masks, batch.regions)]
+
+
+def img2img_infotext(request: GenerationRequest) -> dict:
+    extra = {"Denoising strength": request.denoising_strength}
+    if request.init_images and int(request.resize_mode) == 3:
+        extra["Resize mode"] = RESIZE_MODES[3]
+    if request.mask is not None:
+        extra.update({
+            "Mask blur": request.mask_blur,
+            "Masked content": MASKED_CONTENT[int(request.inpainting_fill)],
+            "Inpaint area": INPAINT_AREAS[int(bool(request.inpaint_full_res))],
+            "Masked area padding": request.inpaint_full_res_padding,
+            "Mask mode": MASK_MODES[int(bool(request.inpainting_mask_invert))],
+        })
+    return extra

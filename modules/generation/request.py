@@ -29,6 +29,31 @@ class Limits:
 
 
 @dataclass
+class PerImage:
+    """One value per image of the job (A1111's p.all_prompts, all_seeds ...), as a script
+    sets them (a prompt matrix varies the prompt, X/Y/Z plot the seed). The job makes as
+    many images as there are prompts (at most batch_size x n_iter)."""
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
+    subseeds: list[int]
+
+
+@dataclass
+class ScriptSelection:
+    """Which add-on scripts a job runs around the engine: A1111's `script_name`,
+    `script_args` and `alwayson_scripts`. The engine's loop never reads it; the job
+    runner does (the A1111 script host in modules/scripts.py checks and runs them)."""
+    name: str | None = None  # the selectable script (its title, any case); None: none
+    args: list = field(default_factory=list)  # its arguments, in its ui() order
+    alwayson: dict = field(default_factory=dict)  # {"<title>": {"args": [...]}}
+
+    @property
+    def selected(self) -> bool:
+        return bool(self.name) and self.name.lower() != "none"
+
+
+@dataclass
 class GenerationRequest:
     prompt: str = ""
     negative_prompt: str = ""
@@ -58,18 +83,17 @@ class GenerationRequest:
     inpaint_full_res: bool = False  # "Only masked"
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: int = 0  # 1: inpaint not masked
-    extra: dict = field(default_factory=dict)  # fields for later modes and extensions
-    # ---- scripts (modules/scripts.py): which run, with what, and what they set per image ----
-    script_name: str | None = None  # the selectable script (A1111's title, any case); None: none
-    script_args: list = field(default_factory=list)  # its arguments, in its ui() order
-    alwayson_scripts: dict = field(default_factory=dict)  # {"<title>": {"args": [...]}}
-    # per-image values a script set (A1111's p.all_prompts ...); None: from prompt / seed
-    all_prompts: list | None = None
-    all_negative_prompts: list | None = None
-    all_seeds: list | None = None
-    all_subseeds: list | None = None
-    extra_generation_params: dict = field(default_factory=dict)  # more infotext items, in order
+    # settings for this request only (A1111's override_settings: option name -> value; the
+    # runtime applies the text-encoding ones, see Runtime.text_settings)
+    override_settings: dict = field(default_factory=dict)
+    # the prompts as typed, before styles were merged in (A1111 reports these in `info`);
+    # None: no styles were applied
+    prompt_before_styles: str | None = None
+    negative_prompt_before_styles: str | None = None
+    per_image: PerImage | None = None  # one prompt / seed per image, set by a script; None: from prompt / seed
+    infotext_params: dict = field(default_factory=dict)  # more infotext items for every image, in order
     save_grid: bool = True  # False: no grid for this request (A1111's do_not_save_grid)
+    scripts: ScriptSelection = field(default_factory=ScriptSelection)
 
     def replace(self, **changes) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)

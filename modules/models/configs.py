@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from modules.models.detect import UNET
+from modules.models.families import ModelFamily
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -19,7 +20,7 @@ def _indices(shapes: Shapes, prefix: str) -> list[int]:
     return sorted({int(m.group(1)) for k in shapes if (m := pat.match(k))})
 
 
-def unet_config(shapes: Shapes, family: str, sample_size: int) -> dict:
+def unet_config(shapes: Shapes, family: ModelFamily, sample_size: int) -> dict:
     conv_in = shapes[UNET + "input_blocks.0.0.weight"]
     model_channels = conv_in[0]
     inputs = _indices(shapes, UNET + "input_blocks.")
@@ -38,8 +39,6 @@ def unet_config(shapes: Shapes, family: str, sample_size: int) -> dict:
     any_attn = next(k for k in shapes if k.endswith("attn2.to_k.weight"))
     proj_in = next(k for k in shapes if k.endswith(".proj_in.weight"))
     linear_proj = len(shapes[proj_in]) == 2
-    # heads: SD1 files use 8 heads everywhere; SD2/SDXL use 64-wide heads
-    heads = 8 if family == "sd1" else [c // 64 for c in channels]
     config = dict(
         sample_size=sample_size,
         in_channels=conv_in[1],
@@ -49,17 +48,15 @@ def unet_config(shapes: Shapes, family: str, sample_size: int) -> dict:
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         cross_attention_dim=shapes[UNET + any_attn.removeprefix(UNET)][1],
-        attention_head_dim=heads,
+        attention_head_dim=family.attention_heads(channels),
         use_linear_projection=linear_proj,
-        transformer_layers_per_block=tuple(depth) if family.startswith("sdxl") else 1,
+        transformer_layers_per_block=family.transformer_layers(depth, mid_depth),
         norm_num_groups=32,
-        upcast_attention=family == "sd2",
+        upcast_attention=family.upcast_attention,
     )
     if UNET + "label_emb.0.0.weight" in shapes:  # SDXL's pooled text + size conditioning
         config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
                       projection_class_embeddings_input_dim=shapes[UNET + "label_emb.0.0.weight"][1])
-    if family.startswith("sdxl") and mid_depth != depth[-1]:
-        config["transformer_layers_per_block"] = tuple(depth[:-1]) + (mid_depth,)
     return config
 
 

@@ -1,7 +1,7 @@
 """What a checkpoint is, from its keys and shapes alone (no weights read).
 
-Detection is data: each family is recognised by keys that only it has. The order of
-FAMILY_MARKERS matters: the first family whose marker is present wins.
+Detection is data: each family (modules/models/families/) is recognised by keys that
+only it has; the registry's order decides when several match.
 """
 from __future__ import annotations
 
@@ -10,25 +10,11 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-UNET = "model.diffusion_model."
+from modules.models.errors import CheckpointError
+from modules.models.families import UNET, ModelFamily, family_of
 
-# family -> a key prefix only that family has
-FAMILY_MARKERS: list[tuple[str, str]] = [
-    ("sd3", UNET + "joint_blocks."),
-    ("flux", UNET + "double_blocks."),
-    ("flux", "double_blocks."),
-    ("sdxl", "conditioner.embedders.1.model.ln_final.weight"),
-    ("sdxl_refiner", "conditioner.embedders.0.model.ln_final.weight"),
-    ("sd2", "cond_stage_model.model."),
-    ("sd1", "cond_stage_model.transformer."),
-]
-UNSUPPORTED = {"sd3": "Stable Diffusion 3", "flux": "Flux"}
-NATIVE_SIZE = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl_refiner": 1024}
-LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
-
-
-class CheckpointError(ValueError):
-    """A file we cannot load: says which file and why, never a stack trace."""
+__all__ = ["UNET", "CheckpointError", "ModelInfo", "TensorInfo", "detect", "family_of", "prediction_type",
+           "read_safetensors_header"]
 
 
 @dataclass
@@ -39,7 +25,7 @@ class TensorInfo:
 
 @dataclass
 class ModelInfo:
-    family: str
+    family: ModelFamily  # the registry's instance (families.FAMILIES)
     inpainting: bool
     prediction_type: str  # "epsilon" or "v_prediction"
     native_size: tuple[int, int]  # width, height
@@ -47,8 +33,7 @@ class ModelInfo:
 
     @property
     def title(self) -> str:
-        name = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}[self.family]
-        return name + (" inpainting" if self.inpainting else "") + (" (v-prediction)" if self.prediction_type == "v_prediction" else "")
+        return self.family.title + (" inpainting" if self.inpainting else "") + (" (v-prediction)" if self.prediction_type == "v_prediction" else "")
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -75,14 +60,6 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
     return tensors, metadata
 
 
-def family_of(keys) -> str:
-    keyset = keys if isinstance(keys, (set, dict)) else set(keys)
-    for family, marker in FAMILY_MARKERS:
-        if marker in keyset or any(k.startswith(marker) for k in keyset):
-            return family
-    raise CheckpointError("not a Stable Diffusion checkpoint: no known text encoder or UNet keys found")
-
-
 def prediction_type(path: Path | None, keys, metadata: dict, default: str = "epsilon") -> str:
     """v-prediction cannot be read from shapes: a `v_pred` key, modelspec metadata, a .yaml
     beside the file, then the caller's default (a setting)."""
@@ -106,18 +83,17 @@ def prediction_type(path: Path | None, keys, metadata: dict, default: str = "eps
 def detect(shapes: dict[str, tuple[int, ...]], metadata: dict, path: Path | None = None,
            default_prediction: str = "epsilon") -> ModelInfo:
     family = family_of(shapes)
-    if family in UNSUPPORTED:
-        raise CheckpointError(f"{UNSUPPORTED[family]} checkpoints are recognised but not supported yet")
+    if not family.supported:
+        raise CheckpointError(family.refusal)
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
     if conv_in is None:
         raise CheckpointError("checkpoint has a text encoder but no UNet (model.diffusion_model.*)")
     inpainting = conv_in[1] == 9
-    size = NATIVE_SIZE[family]
+    pred = prediction_type(path, shapes, metadata, default_prediction)
     res = str(metadata.get("modelspec.resolution", ""))
     if "x" in res:
         w, h = (int(v) for v in res.lower().split("x", 1))
         native = (w, h)
     else:
-        pred = prediction_type(path, shapes, metadata, default_prediction)
-        native = (768, 768) if family == "sd2" and pred == "v_prediction" else (size, size)
-    return ModelInfo(family, inpainting, prediction_type(path, shapes, metadata, default_prediction), native, metadata)
+        native = family.native_size_for(pred)
+    return ModelInfo(family, inpainting, pred, native, metadata)

@@ -11,7 +11,7 @@ embedding's name with N placeholder ids (``PLACEHOLDER_BASE`` + the vector's row
 model's table), so chunking counts N tokens. A forward pre-hook on each text encoder's
 embedding layer (PyTorch's public hook API; nothing is patched) turns placeholder ids
 into the table's vectors and every other id into its usual token vector. The registry,
-its table and the hook handles live on the LoadedModel (``model.extras["embeddings"]``).
+its table and the hook handles live on the LoadedModel (``model.attachments.embeddings``).
 """
 from __future__ import annotations
 
@@ -267,15 +267,15 @@ class Registry:
 
 
 def registry(model) -> Registry | None:
-    return model.extras.get("embeddings")
+    return model.attachments.embeddings
 
 
 def refresh(model, library: Library, files) -> Registry:
     """Bring the model's registry up to date with the embedding files (read again only
     when a file was added, removed or changed). Call on the worker, before encoding."""
-    reg = model.extras.get("embeddings")
+    reg = model.attachments.embeddings
     if reg is None:
-        reg = model.extras["embeddings"] = Registry(model)
+        reg = model.attachments.embeddings = Registry(model)
     signature = tuple(_stamp(mf) for mf in files)
     if signature != reg.signature:
         reg.install(library.scan(files, encoder_widths(model)), signature)

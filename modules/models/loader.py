@@ -16,8 +16,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before diffusers/transformers ar
 import torch
 
 from modules.models import configs
-from modules.models.detect import LATENT_SCALE, CheckpointError, ModelInfo, detect, read_safetensors_header
+from modules.models.detect import CheckpointError, ModelInfo, detect, read_safetensors_header
+from modules.models.families import ModelFamily
 from modules.models.tokenizer import load_clip_tokenizer
+
+
+@dataclass
+class Attachments:
+    """What features hang on a loaded model, each under its own name and type.
+
+    Tied to the modules (a checkpoint switch that reuses the modules keeps them): the
+    memory offloader's hooks, the embeddings registry's hooks, the LoRA module table.
+    Tied to the weights (dropped on a switch: the new weights overwrite merged ones): the
+    merged LoRAs and the original tensors they replaced."""
+    offloader: object | None = None  # device.memory's offloader (--medvram / --lowvram)
+    embeddings: object | None = None  # models.embeddings.Registry
+    lora_layers: dict | None = None  # models.lora.layer_table: kohya layer name -> (module, part)
+    lora: object | None = None  # models.lora.LoraState
+
+    def for_new_weights(self) -> "Attachments":
+        """What carries over to another checkpoint's weights in the same modules."""
+        return Attachments(offloader=self.offloader, embeddings=self.embeddings, lora_layers=self.lora_layers)
 
 
 @dataclass
@@ -32,11 +51,11 @@ class LoadedModel:
     tokenizers: list
     device: torch.device
     dtype: torch.dtype
-    extras: dict = field(default_factory=dict)
+    attachments: Attachments = field(default_factory=lambda: Attachments())
     arch: str = ""  # the modules' architecture: a checkpoint with the same one reuses them
 
     @property
-    def family(self) -> str:
+    def family(self) -> ModelFamily:
         return self.info.family
 
     @property
@@ -103,19 +122,14 @@ def _match_text_prefix(model: torch.nn.Module, state: dict) -> dict:
     return state
 
 
-def text_specs(shapes, family: str) -> list[tuple[str, str, dict]]:
+# a text encoder's kind -> the config read from its shapes
+_TEXT_CONFIGS = {"clip_l": configs.clip_l_config, "open_clip": configs.open_clip_config,
+                 "open_clip_proj": configs.open_clip_config}
+
+
+def text_specs(shapes, family: ModelFamily) -> list[tuple[str, str, dict]]:
     """(kind, key prefix, transformers config) of each text encoder in the file."""
-    if family == "sd1":
-        return [("clip_l", "cond_stage_model.transformer.", configs.clip_l_config(shapes, "cond_stage_model.transformer."))]
-    if family == "sd2":
-        return [("open_clip", "cond_stage_model.model.", configs.open_clip_config(shapes, "cond_stage_model.model."))]
-    if family == "sdxl":
-        return [("clip_l", "conditioner.embedders.0.transformer.",
-                 configs.clip_l_config(shapes, "conditioner.embedders.0.transformer.")),
-                ("open_clip_proj", "conditioner.embedders.1.model.",
-                 configs.open_clip_config(shapes, "conditioner.embedders.1.model."))]
-    return [("open_clip_proj", "conditioner.embedders.0.model.",
-             configs.open_clip_config(shapes, "conditioner.embedders.0.model."))]  # sdxl_refiner
+    return [(enc.kind, enc.prefix, _TEXT_CONFIGS[enc.kind](shapes, enc.prefix)) for enc in family.text_encoders]
 
 
 def _new_text_encoder(kind: str, cfg: dict):
@@ -138,7 +152,7 @@ def _text_state(model, state, kind: str, prefix: str) -> dict:
     return converted
 
 
-def build_text_encoders(state, shapes, family: str):
+def build_text_encoders(state, shapes, family: ModelFamily):
     encoders = []
     for kind, prefix, cfg in text_specs(shapes, family):
         model = _new_text_encoder(kind, cfg)
@@ -180,15 +194,14 @@ def load_checkpoint(path: Path, *, name: str, short_hash: str, device: torch.dev
     state, metadata = state if shared else read_state_dict(path)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     info = detect(shapes, metadata, path, default_prediction)
-    vae_cfg = configs.vae_config(shapes, LATENT_SCALE[info.family], info.native_size[0])
+    vae_cfg = configs.vae_config(shapes, info.family.latent_scale, info.native_size[0])
     factor = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
     unet_cfg = configs.unet_config(shapes, info.family, info.native_size[0] // factor)
     specs = text_specs(shapes, info.family)
     # the native size only sets config defaults, not the modules: leave it out of the key
     arch = repr((info.family, {k: v for k, v in unet_cfg.items() if k != "sample_size"},
                  {k: v for k, v in vae_cfg.items() if k != "sample_size"}, specs, str(device), str(dtype)))
-    pads = {"sd1": ["<|endoftext|>"], "sd2": ["!"], "sdxl": ["<|endoftext|>", "!"], "sdxl_refiner": ["!"]}
-    tokenizers = [load_clip_tokenizer(str(cache_dir), pad) for pad in pads[info.family]]
+    tokenizers = [load_clip_tokenizer(str(cache_dir), enc.pad) for enc in info.family.text_encoders]
 
     if reuse is not None and reuse.arch == arch:
         # validate everything first (_load_into checks before it copies), then copy
@@ -212,8 +225,7 @@ def load_checkpoint(path: Path, *, name: str, short_hash: str, device: torch.dev
         enc = _new_text_encoder(kind, cfg)
         encoders.append(_fill(enc, own(_text_state(enc, state, kind, prefix)), "text encoder"))
     del state
-    # SDXL's VAE overflows in fp16 (black images): keep it in fp32 on the GPU
-    vae_dtype = torch.float32 if info.family.startswith("sdxl") else dtype
+    vae_dtype = torch.float32 if info.family.vae_fp32 else dtype  # e.g. SDXL's VAE overflows in fp16
     unet.to(device, dtype).eval().requires_grad_(False)
     vae.to(device, vae_dtype).eval().requires_grad_(False)
     for enc in encoders:

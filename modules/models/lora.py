@@ -19,7 +19,7 @@ matched exactly:
 We merge into the weights rather than wrap layers (PEFT), so sampling costs nothing
 extra, and keep a copy of every original tensor we touch: switching to another set of
 LoRAs first copies those back, so removing a LoRA restores the base model bit for bit.
-All of this state lives on the LoadedModel (``model.extras["lora"]``).
+All of this state lives on the LoadedModel (``model.attachments.lora``).
 
 diffusers' kohya converters (loaders/lora_conversion_utils) assume the full-size SDXL
 block layout and emit PEFT key names; they cannot map our models' own module paths, so
@@ -82,7 +82,7 @@ def _weight_modules(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 def layer_table(model) -> dict[str, tuple[torch.nn.Module, str]]:
     """kohya layer name -> (module, "te" or "unet"), built once per model."""
-    table = model.extras.get("lora_layers")
+    table = model.attachments.lora_layers
     if table is not None:
         return table
     table = {}
@@ -102,7 +102,7 @@ def layer_table(model) -> dict[str, tuple[torch.nn.Module, str]]:
             path = "text_model." + name.removeprefix("text_model.")  # transformers 5 drops it on CLIPTextModel
             for prefix in names:
                 table[prefix + _snake(path)] = (module, "te")
-    model.extras["lora_layers"] = table
+    model.attachments.lora_layers = table
     return table
 
 
@@ -162,9 +162,15 @@ def _group(state: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, torch.Te
     return {n: p for n, p in layers.items() if "lora_down.weight" in p and "lora_up.weight" in p}, unknown
 
 
+def _state(model) -> LoraState:
+    if model.attachments.lora is None:
+        model.attachments.lora = LoraState()
+    return model.attachments.lora
+
+
 def restore(model) -> int:
     """Copy every backed-up original tensor back; return how many there were."""
-    state: LoraState = model.extras.setdefault("lora", LoraState())
+    state: LoraState = _state(model)
     with torch.no_grad():
         for param, original in state.backups.values():
             param.copy_(original)
@@ -183,7 +189,7 @@ def activate(model, wanted: list[Activation]) -> LoraState:
     """Make the model's weights base + exactly the LoRAs in `wanted`. The same set (same
     files, unchanged on disk, same multipliers) as last time does nothing. Raises
     LoraError for a file that cannot be read (the model is then left at its base)."""
-    state: LoraState = model.extras.setdefault("lora", LoraState())
+    state: LoraState = _state(model)
     live = [a for a in wanted if a.te != 0 or a.unet != 0]  # weight 0: the base model, exactly
     key = tuple((_file_key(a.path), float(a.te), float(a.unet)) for a in live)
     if key == state.key:

@@ -1,4 +1,4 @@
-"""The runtime: the app's state, composed of narrow services (see runtime.py)."""
-from modules.runtime.runtime import DEMO_CHECKPOINT, REPO_ROOT, Runtime, RuntimeConfig
+"""The runtime: the app's state, composed of narrow services (runtime.py composes them).
 
-__all__ = ["Runtime", "RuntimeConfig", "DEMO_CHECKPOINT", "REPO_ROOT"]
+Kept empty of imports: launch.py reads the saved options (options.py) with the system
+Python before the venv, where torch is not installed."""

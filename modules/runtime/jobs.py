@@ -230,7 +230,7 @@ class Progress:
     latents: object = None
     preview: object = None  # PIL image: the latest live preview
     preview_step: int = -1  # the overall step it shows (to skip re-encoding it)
-    control: object = None  # the running job's processing.JobControl
+    control: object = None  # the running job's generation.hooks.JobControl
     textinfo: str | None = None
 
     @classmethod

@@ -14,35 +14,36 @@ import numpy as np
 import torch
 from PIL import Image
 
-# rows: latent channels 0-3; columns: R, G, B (published "Approx cheap" coefficients)
-SD_LATENT_RGB = ((0.298, 0.207, 0.208),
-                 (0.187, 0.286, 0.173),
-                 (-0.158, 0.189, 0.264),
-                 (-0.184, -0.271, -0.473))
-SDXL_LATENT_RGB = ((0.3448, 0.4168, 0.4395),
-                   (-0.1953, -0.0290, 0.0250),
-                   (0.1074, 0.0886, -0.0163),
-                   (-0.3730, -0.2499, -0.2088))
+from modules.models import families
+from modules.models.families.sd1 import SD_PREVIEW
+from modules.models.families.sdxl import SDXL_PREVIEW
+
+# rows: latent channels 0-3; columns: R, G, B (published "Approx cheap" coefficients);
+# each family names its latent space (`preview_space`), these two are SD1/SD2's and SDXL's
+SD_LATENT_RGB = SD_PREVIEW.rgb
+SDXL_LATENT_RGB = SDXL_PREVIEW.rgb
 
 # The published SD / SDXL VAEs: the matrices above only fit latents from these.
 _STANDARD_VAE_BLOCKS = (128, 256, 512, 512)
 
 
 def latent_space(model) -> str | None:
-    """"sd" or "sdxl" when the model's VAE is the published one of its family (so the
-    matrices fit); None otherwise (normalise instead)."""
+    """The name of the model family's preview space ("sd", "sdxl") when the model's VAE is
+    the published one of its family (so the matrix fits); None otherwise (normalise instead)."""
     vae = getattr(model, "vae", None)
     config = getattr(vae, "config", None)
     if config is None or getattr(config, "latent_channels", 4) != 4:
         return None
     if tuple(getattr(config, "block_out_channels", ())) != _STANDARD_VAE_BLOCKS:
         return None
-    family = str(getattr(model, "family", ""))
-    if family.startswith("sdxl"):
-        return "sdxl"
-    if family.startswith(("sd1", "sd2")):
-        return "sd"
-    return None
+    space = getattr(getattr(model, "family", None), "preview_space", None)
+    return space.name if space is not None else None
+
+
+def _factors(space: str | None):
+    """The latent -> RGB matrix of a preview space named by a registered family."""
+    spaces = {f.preview_space.name: f.preview_space.rgb for f in families.FAMILIES if f.preview_space is not None}
+    return spaces.get(space)
 
 
 def approx_rgb(latents: torch.Tensor, space: str | None) -> torch.Tensor:
@@ -50,8 +51,9 @@ def approx_rgb(latents: torch.Tensor, space: str | None) -> torch.Tensor:
     x = latents.detach().float().cpu()
     if x.ndim == 3:
         x = x[None]
-    if space in ("sd", "sdxl") and x.shape[1] == 4:
-        coefs = torch.tensor(SDXL_LATENT_RGB if space == "sdxl" else SD_LATENT_RGB)
+    factors = _factors(space)
+    if factors is not None and x.shape[1] == len(factors):
+        coefs = torch.tensor(factors)
         rgb = torch.einsum("bchw,cr->brhw", x, coefs)
         return ((rgb + 1) / 2).clamp(0, 1)
     # unknown latent space: the first three channels (repeated if fewer), each image

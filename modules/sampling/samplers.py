@@ -1,4 +1,6 @@
-"""A1111 sampler and schedule-type names -> diffusers schedulers that run A1111's sigmas.
+"""The sampler table: A1111's sampler and schedule-type names (the one copy of their
+resolution, legacy "DPM++ 2M Karras" names included) -> diffusers schedulers that run
+A1111's sigmas.
 
 A1111 runs k-diffusion's samplers on a sigma schedule it computes from the model's 1000
 training sigmas. diffusers has a scheduler class for each of those algorithms, but builds
@@ -13,7 +15,7 @@ scheduler is a thin subclass of its diffusers class that
 - for the SDE samplers, draws its noise from Brownian trees seeded per image with each
   generator's seed, as A1111 does, so image i of a batch equals a single run of seed+i.
 
-The denoising loop (modules/processing.py) is the plain diffusers one:
+The denoising loop (modules/generation/loop.py) is the plain diffusers one:
 
     latents = noise * sch.init_noise_sigma
     for t in sch.timesteps:
@@ -30,419 +32,30 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
-import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler,
-                       KDPM2DiscreteScheduler, LCMScheduler, LMSDiscreteScheduler, PNDMScheduler,
-                       UniPCMultistepScheduler)
-from diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete import KDPM2AncestralDiscreteSchedulerOutput
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers import DDIMScheduler, LCMScheduler, PNDMScheduler
+
+from modules.sampling.diffusers_schedulers import (_SDE, KilnDDIMScheduler, KilnDPM2AncestralScheduler,
+                                                   KilnDPM2Scheduler, KilnDPMPP2SAncestralScheduler,
+                                                   KilnDPMSolverMultistepScheduler, KilnEulerAncestralScheduler,
+                                                   KilnEulerScheduler, KilnHeunScheduler, KilnLCMScheduler,
+                                                   KilnLMSScheduler, KilnPNDMScheduler, KilnUniPCScheduler,
+                                                   _dpmpp_sde_class)
+from modules.sampling.schedules import SCHEDULE_TYPES, SD_TRAINING, SIGMA_SCHEDULES, _with_zero, training_sigmas
 
 
 class SamplerError(ValueError):
     """An unknown sampler or schedule type, or a schedule type the sampler cannot use."""
 
 
-# --- Stable Diffusion's training noise schedule --------------------------------------------
+class UnknownSampler(SamplerError):
+    """No sampler by that name or alias (the API answers 404, as A1111)."""
 
-SD_TRAINING = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-               "beta_schedule": "scaled_linear"}
 
-
-def sd_alphas_cumprod() -> torch.Tensor:
-    """SD's alphas_cumprod as the original LDM code computes it (float64 betas and
-    product, stored as float32), which is what A1111 reads from the model."""
-    betas = torch.linspace(SD_TRAINING["beta_start"] ** 0.5, SD_TRAINING["beta_end"] ** 0.5,
-                           SD_TRAINING["num_train_timesteps"], dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).float()
-
-
-def training_sigmas(alphas_cumprod: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's 1000 training sigmas, ascending, float32 (k-diffusion's
-    CompVisDenoiser.sigmas). Pass a checkpoint's own `alphas_cumprod` to use it instead."""
-    ac = sd_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod.detach().float().cpu()
-    return ((1 - ac) / ac) ** 0.5
-
-
-def t_to_sigma(t: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
-    """Sigma at fractional training timestep t: log-sigma interpolated linearly between
-    the two neighbouring training timesteps."""
-    t = t.float()
-    lo = t.floor().long()
-    hi = t.ceil().long()
-    frac = t - lo
-    return (log_sigmas[lo] * (1 - frac) + log_sigmas[hi] * frac).exp()
-
-
-def sigma_to_t(sigma: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
-    """The inverse of `t_to_sigma` (clamped to [0, len-1]): the fractional timestep the
-    UNet is given for a sigma, as in A1111."""
-    log_sigma = sigma.float().log()
-    hi = torch.searchsorted(log_sigmas, log_sigma).clamp(1, len(log_sigmas) - 1)
-    lo = hi - 1
-    w = ((log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])).clamp(0, 1)
-    return lo.float() + w
-
-
-# --- Schedule types: n steps -> n + 1 sigmas ending in 0 ----------------------------------
-# Each function takes the training sigmas (ascending) and the number of steps. sigma_min
-# and sigma_max are the model's smallest and largest training sigma, as in A1111.
-
-def _with_zero(sigmas) -> torch.Tensor:
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
-    return torch.cat([sigmas, sigmas.new_zeros(1)])
-
-
-def _uniform(train: torch.Tensor, n: int) -> torch.Tensor:
-    # k-diffusion's CompVisDenoiser.get_sigmas(n): n timesteps evenly from 999 down to 0
-    t = torch.linspace(len(train) - 1, 0, n)
-    return _with_zero(t_to_sigma(t, train.log()))
-
-
-def _sgm_uniform(train: torch.Tensor, n: int) -> torch.Tensor:
-    # n + 1 evenly spaced timesteps from 999 to 0, the last dropped (SGM's "trailing")
-    t = torch.linspace(len(train) - 1, 0, n + 1)[:-1]
-    return _with_zero(t_to_sigma(t, train.log()))
-
-
-def _karras(train: torch.Tensor, n: int, rho: float = 7.0) -> torch.Tensor:
-    # Karras et al. (2022), eq. 5: evenly spaced in sigma ** (1 / rho)
-    lo, hi = train[0].item() ** (1 / rho), train[-1].item() ** (1 / rho)
-    ramp = torch.linspace(0, 1, n)
-    return _with_zero((hi + ramp * (lo - hi)) ** rho)
-
-
-def _exponential(train: torch.Tensor, n: int) -> torch.Tensor:
-    # evenly spaced in log sigma
-    return _with_zero(torch.linspace(math.log(train[-1].item()), math.log(train[0].item()), n).exp())
-
-
-def _polyexponential(train: torch.Tensor, n: int, rho: float = 1.0) -> torch.Tensor:
-    log_min, log_max = math.log(train[0].item()), math.log(train[-1].item())
-    ramp = torch.linspace(1, 0, n) ** rho
-    return _with_zero(torch.exp(ramp * (log_max - log_min) + log_min))
-
-
-def _simple(train: torch.Tensor, n: int) -> torch.Tensor:
-    # every (1000 / n)-th training sigma, from the top
-    stride = len(train) / n
-    return _with_zero([train[len(train) - 1 - int(i * stride)].item() for i in range(n)])
-
-
-def _ddim_uniform(train: torch.Tensor, n: int) -> torch.Tensor:
-    # training sigmas 1, 1 + c, 1 + 2c, ... (c = 1000 // n), from the top; like A1111 this
-    # can give a step or two more than n when 1000 is not a multiple of n
-    stride = max(len(train) // n, 1)
-    return _with_zero(train[1::stride].flip(0))
-
-
-def _beta(train: torch.Tensor, n: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
-    # "Beta Sampling is All You Need" (Lee et al., 2024); A1111's default alpha = beta = 0.6
-    from scipy import stats
-    lo, hi = train[0].item(), train[-1].item()
-    ppf = stats.beta.ppf(1 - np.linspace(0, 1, n), alpha, beta)
-    return _with_zero([lo + float(x) * (hi - lo) for x in ppf])
-
-
-@dataclass(frozen=True)
-class ScheduleType:
-    label: str   # shown in the UI and written to the infotext ("Schedule type: Karras")
-    name: str    # A1111's internal name, used by /sdapi/v1/schedulers
-    function: object = None
-    aliases: tuple[str, ...] = ()
-    default_rho: float = -1.0
-
-
-SCHEDULE_TYPES: dict[str, ScheduleType] = {s.label: s for s in [
-    ScheduleType("Automatic", "automatic"),
-    ScheduleType("Uniform", "uniform", _uniform),
-    ScheduleType("Karras", "karras", _karras, default_rho=7.0),
-    ScheduleType("Exponential", "exponential", _exponential),
-    ScheduleType("Polyexponential", "polyexponential", _polyexponential, default_rho=1.0),
-    ScheduleType("SGM Uniform", "sgm_uniform", _sgm_uniform, aliases=("SGMUniform",)),
-    ScheduleType("Simple", "simple", _simple),
-    ScheduleType("Normal", "normal", _uniform),  # A1111's "normal" computes the same as "uniform"
-    ScheduleType("DDIM", "ddim", _ddim_uniform, aliases=("ddim_uniform",)),
-    ScheduleType("Beta", "beta", _beta),
-]}
-SIGMA_SCHEDULES = tuple(label for label in SCHEDULE_TYPES if label != "Automatic")
-
-
-# --- Scheduler subclasses: A1111's sigmas in diffusers' classes -------------------------
-
-class _KilnScheduler:
-    """Mixed into each diffusers class. `_install(sigmas)` puts our schedule in place after
-    the class's own set_timesteps has reset its state; `step()` takes `generator=` always."""
-
-    def _install(self, sigmas: torch.Tensor, log_sigmas: torch.Tensor, device) -> None:
-        raise NotImplementedError
-
-    def step(self, model_output, timestep, sample, *args, generator=None, **kwargs):
-        base_step = super().step
-        if generator is not None and "generator" in inspect.signature(base_step).parameters:
-            kwargs["generator"] = generator
-        return base_step(model_output, timestep, sample, *args, **kwargs)
-
-    def _denoised(self, model_output: torch.Tensor, sample: torch.Tensor, sigma) -> torch.Tensor:
-        """x0 from the UNet output at noise level sigma (the input's scale is sigma's)."""
-        if self.config.prediction_type == "epsilon":
-            return sample - sigma * model_output
-        if self.config.prediction_type == "v_prediction":
-            return model_output * (-sigma / (sigma ** 2 + 1) ** 0.5) + sample / (sigma ** 2 + 1)
-        raise ValueError(f"prediction_type {self.config.prediction_type!r} is not supported by this sampler")
-
-
-def _interleave(x: torch.Tensor) -> torch.Tensor:
-    """[x0, x1, x1, x2, x2, ..., xn, xn, xn]: the per-evaluation layout of diffusers'
-    second-order K-schedulers (KDPM2, KDPM2Ancestral)."""
-    return torch.cat([x[:1], x[1:].repeat_interleave(2), x[-1:]])
-
-
-class _FirstOrder(_KilnScheduler):
-    """Euler, Euler a, LMS: one evaluation per sigma."""
-
-    def _install(self, sigmas, log_sigmas, device):
-        self.sigmas = sigmas
-        self.timesteps = sigma_to_t(sigmas[:-1], log_sigmas).to(device)
-        self.num_inference_steps = len(sigmas) - 1
-
-
-class KilnEulerScheduler(_FirstOrder, EulerDiscreteScheduler):
-    pass
-
-
-class KilnEulerAncestralScheduler(_FirstOrder, EulerAncestralDiscreteScheduler):
-    pass
-
-
-class KilnLMSScheduler(_FirstOrder, LMSDiscreteScheduler):
-    def _install(self, sigmas, log_sigmas, device):
-        super()._install(sigmas, log_sigmas, device)
-        self.derivatives = []
-
-
-class KilnHeunScheduler(_KilnScheduler, HeunDiscreteScheduler):
-    """Heun: a second evaluation at the next sigma on every step but the last, which
-    (like k-diffusion's, whose last sigma is 0) is an Euler step."""
-
-    def _install(self, sigmas, log_sigmas, device):
-        t = sigma_to_t(sigmas[:-1], log_sigmas)
-        self.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
-        self.timesteps = torch.cat([t[:1], t[1:].repeat_interleave(2)]).to(device)
-        self.num_inference_steps = len(sigmas) - 1
-        self.prev_derivative = self.dt = self.sample = None
-
-
-class KilnDPM2Scheduler(_KilnScheduler, KDPM2DiscreteScheduler):
-    """DPM2: a second evaluation at the geometric mean of this sigma and the next."""
-
-    def _install(self, sigmas, log_sigmas, device):
-        mids = (sigmas[:-1] * sigmas[1:]).sqrt()  # mids[i] lies between sigmas[i] and sigmas[i + 1]
-        t = sigma_to_t(sigmas[:-1], log_sigmas)
-        t_mid = sigma_to_t(mids[:-1], log_sigmas)  # the last step is an Euler step to 0
-        self.sigmas = _interleave(sigmas)
-        # diffusers indexes its interpolated sigmas by the step's *end* sigma
-        self.sigmas_interpol = _interleave(torch.cat([mids.new_zeros(1), mids]))
-        self.timesteps = torch.cat([t[:1], torch.stack([t_mid, t[1:]], dim=1).flatten()]).to(device)
-        self.num_inference_steps = len(sigmas) - 1
-        self.sample = None
-
-
-def _ancestral_split(sigmas: torch.Tensor):
-    """For each step sigmas[i] -> sigmas[i + 1] with eta 1: the deterministic target
-    sigma_down and the fresh noise sigma_up (sigma_down**2 + sigma_up**2 = sigma_next**2)."""
-    s, s_next = sigmas[:-1], sigmas[1:]
-    up = torch.minimum(s_next, (s_next ** 2 * (s ** 2 - s_next ** 2) / s ** 2) ** 0.5)
-    down = (s_next ** 2 - up ** 2).clamp_min(0) ** 0.5
-    return down, up
-
-
-class KilnDPM2AncestralScheduler(_KilnScheduler, KDPM2AncestralDiscreteScheduler):
-    """DPM2 a: DPM2 towards sigma_down, then noise of sigma_up."""
-
-    def _install(self, sigmas, log_sigmas, device):
-        down, up = _ancestral_split(sigmas)
-        mids = (sigmas[:-1] * down).sqrt()
-        t = sigma_to_t(sigmas[:-1], log_sigmas)
-        t_mid = sigma_to_t(mids[:-1], log_sigmas)
-        zero = sigmas.new_zeros(1)
-        self.sigmas = _interleave(sigmas)
-        # diffusers indexes these by the step's *start* sigma
-        self.sigmas_interpol = _interleave(torch.cat([mids, zero]))
-        self.sigmas_up = _interleave(torch.cat([up, zero]))
-        self.sigmas_down = _interleave(torch.cat([down, zero]))
-        self.timesteps = torch.cat([t[:1], torch.stack([t_mid, t[1:]], dim=1).flatten()]).to(device)
-        self.num_inference_steps = len(sigmas) - 1
-        self.sample = None
-
-
-class KilnDPMPP2SAncestralScheduler(KilnDPM2AncestralScheduler):
-    """DPM++ 2S a (DPM-Solver++(2S), ancestral): the same evaluation points as DPM2 a
-    (the log-midpoint between sigma and sigma_down), a DPM-Solver++ update instead of
-    DPM2's, then noise of sigma_up."""
-
-    def step(self, model_output, timestep, sample, generator=None, return_dict=True):
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        first = self.state_in_first_order
-        i = self.step_index if first else self.step_index - 1
-        sigma, mid = self.sigmas[i], self.sigmas_interpol[i]
-        denoised = self._denoised(model_output, sample, sigma if first else mid)
-        if first:
-            self.sample = sample
-            target = mid  # the last step has mid == 0: straight to the denoised image
-        else:
-            sample, self.sample = self.sample, None
-            target = self.sigmas_down[i]
-        # exponential integrator with the denoised image held constant over the step
-        prev = (target / sigma) * sample + (1 - target / sigma) * denoised
-        if not first:
-            noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
-                                 dtype=model_output.dtype)
-            prev = prev + noise * self.sigmas_up[i]
-        self._step_index += 1
-        if not return_dict:
-            return prev, denoised
-        return KDPM2AncestralDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=denoised)
-
-
-def _generator_seeds(generator):
-    """The seed of each generator: A1111 seeds the SDE samplers' Brownian trees with the
-    image seeds, and our generators are seeded with those."""
-    if generator is None:
-        return None
-    if isinstance(generator, (list, tuple)):
-        return [g.initial_seed() for g in generator]
-    return generator.initial_seed()
-
-
-def _brownian_noise(sample: torch.Tensor, sigma_range, seeds):
-    from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler  # needs torchsde
-    lo, hi = sigma_range
-    return BrownianTreeNoiseSampler(sample, lo, hi, seeds)
-
-
-class _SDE(_KilnScheduler):
-    """Brownian-tree noise over the whole schedule's sigma range (also for img2img, which
-    runs only its tail), one tree per image seed."""
-    brownian_range: tuple[float, float] | None = None
-
-    def _brownian_range(self):
-        if self.brownian_range:
-            return self.brownian_range
-        s = self.sigmas[self.sigmas > 0]
-        return s.min().item(), s.max().item()
-
-
-@functools.cache
-def _dpmpp_sde_class():
-    """Built on first use: diffusers' DPMSolverSDEScheduler imports torchsde."""
-    from diffusers import DPMSolverSDEScheduler
-
-    class KilnDPMSolverSDEScheduler(_SDE, DPMSolverSDEScheduler):
-        """DPM++ SDE: a second evaluation at the log-midpoint of this sigma and the next.
-        The Brownian trees are seeded with the generators' seeds (diffusers' own seeds
-        them all with one config value, so a batch would not match single runs)."""
-
-        def _install(self, sigmas, log_sigmas, device):
-            t = sigma_to_t(sigmas[:-1], log_sigmas)
-            t_mid = sigma_to_t((sigmas[:-2] * sigmas[1:-1]).sqrt(), log_sigmas)
-            self.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
-            self.timesteps = torch.cat([t[:1], torch.stack([t_mid, t[1:]], dim=1).flatten()]).to(device)
-            self.num_inference_steps = len(sigmas) - 1
-            self.sample = self.mid_point_sigma = self.noise_sampler = None
-
-        def step(self, model_output, timestep, sample, generator=None, **kwargs):
-            if self.noise_sampler is None and generator is not None:
-                self.noise_sampler = _brownian_noise(sample, self._brownian_range(), _generator_seeds(generator))
-            return super().step(model_output, timestep, sample, **kwargs)
-
-    return KilnDPMSolverSDEScheduler
-
-
-class KilnDPMSolverMultistepScheduler(_SDE, DPMSolverMultistepScheduler):
-    """DPM++ 2M / 2M SDE / 3M SDE. diffusers works on the variance-preserving scale
-    (x / sqrt(1 + sigma**2)), so the starting noise is scaled to sigma_max on that scale."""
-
-    def _install(self, sigmas, log_sigmas, device):
-        self.sigmas = sigmas
-        self.timesteps = sigma_to_t(sigmas[:-1], log_sigmas).to(device)
-        self.num_inference_steps = len(sigmas) - 1
-        self.model_outputs = [None] * self.config.solver_order
-        self.lower_order_nums = 0
-        self.init_noise_sigma = (sigmas[0] / (sigmas[0] ** 2 + 1) ** 0.5).item()
-        self._noise_sampler = None
-
-    def step(self, model_output, timestep, sample, generator=None, variance_noise=None, **kwargs):
-        if self.config.algorithm_type == "sde-dpmsolver++" and variance_noise is None and generator is not None:
-            if self.step_index is None:
-                self._init_step_index(timestep)
-            sigma, sigma_next = self.sigmas[self.step_index], self.sigmas[self.step_index + 1]
-            if sigma_next == 0:
-                variance_noise = torch.zeros_like(sample)  # the last step adds no noise
-            else:
-                if self._noise_sampler is None:
-                    self._noise_sampler = _brownian_noise(sample, self._brownian_range(), _generator_seeds(generator))
-                variance_noise = self._noise_sampler(sigma.item(), sigma_next.item())
-        return super().step(model_output, timestep, sample, generator=generator, variance_noise=variance_noise,
-                            **kwargs)
-
-    def multistep_dpm_solver_third_order_update(self, model_output_list, *args, sample=None, noise=None, **kwargs):
-        if self.config.algorithm_type != "sde-dpmsolver++":
-            return super().multistep_dpm_solver_third_order_update(model_output_list, *args, sample=sample,
-                                                                   noise=noise, **kwargs)
-        # DPM-Solver++(3M) SDE (eta 1) as k-diffusion, and so A1111, runs it. diffusers 0.42's
-        # sde branch has the opposite sign on the 0.5 in the D2 coefficient (~ -1 instead of
-        # ~ h / 3 for small steps), which throws its results far off.
-        i = self.step_index
-        (alpha_t, sigma_t), (alpha_0, sigma_0), (alpha_1, sigma_1), (alpha_2, sigma_2) = (
-            self._sigma_to_alpha_sigma_t(self.sigmas[k]) for k in (i + 1, i, i - 1, i - 2))
-        lambda_t, lambda_0, lambda_1, lambda_2 = (torch.log(a) - torch.log(s) for a, s in (
-            (alpha_t, sigma_t), (alpha_0, sigma_0), (alpha_1, sigma_1), (alpha_2, sigma_2)))
-        m0, m1, m2 = model_output_list[-1], model_output_list[-2], model_output_list[-3]
-        h = lambda_t - lambda_0
-        r0, r1 = (lambda_0 - lambda_1) / h, (lambda_1 - lambda_2) / h
-        d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
-        d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-        d2 = (d1_0 - d1_1) / (r0 + r1)
-        hh = 2 * h  # h * (1 + eta)
-        phi_1 = -torch.expm1(-hh)
-        phi_2 = 1 - phi_1 / hh
-        phi_3 = phi_2 / hh - 0.5
-        return ((sigma_t / sigma_0 * torch.exp(-h)) * sample
-                + alpha_t * (phi_1 * m0 + phi_2 * d1 - phi_3 * d2)
-                + sigma_t * torch.sqrt(-torch.expm1(-2.0 * h)) * noise)
-
-
-class KilnUniPCScheduler(_KilnScheduler, UniPCMultistepScheduler):
-    """UniPC on the variance-preserving scale, like DPM++ 2M."""
-
-    def _install(self, sigmas, log_sigmas, device):
-        self.sigmas = sigmas
-        self.timesteps = sigma_to_t(sigmas[:-1], log_sigmas).to(device)
-        self.num_inference_steps = len(sigmas) - 1
-        self.model_outputs = [None] * self.config.solver_order
-        self.timestep_list = [None] * self.config.solver_order
-        self.lower_order_nums = 0
-        self.last_sample = None
-        self.init_noise_sigma = (sigmas[0] / (sigmas[0] ** 2 + 1) ** 0.5).item()
-
-
-class KilnDDIMScheduler(_KilnScheduler, DDIMScheduler):
-    pass
-
-
-class KilnPNDMScheduler(_KilnScheduler, PNDMScheduler):
-    pass
-
-
-class KilnLCMScheduler(_KilnScheduler, LCMScheduler):
-    pass
+class UnknownScheduleType(SamplerError):
+    """No schedule type by that label, name or alias."""
 
 
 # --- The sampler table ----------------------------------------------------------------------
@@ -551,7 +164,7 @@ def get_sampler(name: str) -> Sampler:
     """The sampler called `name` or one of its aliases, case-insensitively."""
     key = _SAMPLER_LOOKUP.get(_norm(name)) if name is not None else None
     if key is None:
-        raise SamplerError(f"Unknown sampler {name!r}. Valid samplers: {', '.join(SAMPLERS)}")
+        raise UnknownSampler(f"Unknown sampler {name!r}. Valid samplers: {', '.join(SAMPLERS)}")
     return SAMPLERS[key]
 
 
@@ -562,7 +175,7 @@ def get_schedule_type(name: str | None) -> str:
         return "Automatic"
     label = _SCHEDULE_LOOKUP.get(_norm(name))
     if label is None:
-        raise SamplerError(f"Unknown schedule type {name!r}. Valid schedule types: {', '.join(SCHEDULE_TYPES)}")
+        raise UnknownScheduleType(f"Unknown schedule type {name!r}. Valid schedule types: {', '.join(SCHEDULE_TYPES)}")
     return label
 
 
@@ -577,21 +190,28 @@ def split_legacy_name(name: str) -> tuple[str, str]:
     for key in sorted(_SCHEDULE_LOOKUP, key=len, reverse=True):
         if norm.endswith(" " + key) and norm[:-len(key) - 1] in _SAMPLER_LOOKUP:
             return _SAMPLER_LOOKUP[norm[:-len(key) - 1]], _SCHEDULE_LOOKUP[key]
-    raise SamplerError(f"Unknown sampler {name!r}. Valid samplers: {', '.join(SAMPLERS)}")
+    raise UnknownSampler(f"Unknown sampler {name!r}. Valid samplers: {', '.join(SAMPLERS)}")
+
+
+def resolve_names(sampler_name: str, schedule_type: str | None = "Automatic") -> tuple[str, str]:
+    """(sampler name, schedule type label), as A1111's get_sampler_and_scheduler: names and
+    aliases in any case; a legacy name carries its schedule type ("DPM++ 2M Karras") and
+    that suffix wins over the one given. The one copy of this rule: the API, the infotext
+    reader and the engine all call it. UnknownSampler / UnknownScheduleType."""
+    try:
+        name, legacy = get_sampler(sampler_name).name, None
+    except UnknownSampler:
+        name, legacy = split_legacy_name(sampler_name)
+    label = get_schedule_type(schedule_type)
+    if legacy and legacy != "Automatic":
+        label = legacy
+    return name, label
 
 
 def resolve(sampler_name: str, schedule_type: str | None = "Automatic") -> tuple[Sampler, str]:
-    """(sampler, schedule type label) for a request, checking that they go together. A
-    legacy name ("DPM++ 2M Karras") brings its own schedule type, as in A1111."""
-    try:
-        sampler = get_sampler(sampler_name)
-        legacy = None
-    except SamplerError:
-        name, legacy = split_legacy_name(sampler_name)
-        sampler = SAMPLERS[name]
-    label = get_schedule_type(schedule_type)
-    if legacy and legacy != "Automatic":
-        label = legacy  # as A1111's get_sampler_and_scheduler: the name's suffix wins
+    """(sampler, schedule type label) for a request, checking that they go together."""
+    name, label = resolve_names(sampler_name, schedule_type)
+    sampler = SAMPLERS[name]
     if label not in sampler.schedule_types:
         raise SamplerError(f"Schedule type {label!r} is not available for sampler {sampler.name!r}. "
                            f"Valid schedule types for it: {', '.join(sampler.schedule_types)}")
@@ -743,32 +363,3 @@ def noise_latents(sch, init_latents: torch.Tensor, noise: torch.Tensor) -> torch
     first step, on the scale that scheduler works in (init + sigma * noise for the
     k-samplers, as A1111; the variance-preserving scale for DPM++ 2M, UniPC, DDIM...)."""
     return sch.add_noise(init_latents, noise, sch.timesteps[:1])
-
-
-# --- For the API (/sdapi/v1/samplers, /sdapi/v1/schedulers) ----------------------------------
-
-def sampler_list() -> list[dict]:
-    """A1111's /sdapi/v1/samplers items."""
-    items = []
-    for s in SAMPLERS.values():
-        options = {}
-        if s.sigma_based and s.automatic != "Uniform":
-            options["scheduler"] = SCHEDULE_TYPES[s.automatic].name
-        if s.discard_penultimate:
-            options["discard_next_to_last_sigma"] = True
-        if s.second_order:
-            options["second_order"] = True
-        if s.brownian_noise:
-            options["brownian_noise"] = True
-        if s.ancestral:
-            options["uses_ensd"] = True
-        items.append({"name": s.name, "aliases": list(s.aliases), "options": options})
-    return items
-
-
-def scheduler_list() -> list[dict]:
-    """A1111's /sdapi/v1/schedulers items."""
-    return [{"name": st.name, "label": st.label, "aliases": list(st.aliases) or None,
-             "default_rho": st.default_rho, "need_inner_model": st.name in ("uniform", "sgm_uniform", "simple",
-                                                                            "normal", "ddim", "beta")}
-            for st in SCHEDULE_TYPES.values()]

@@ -4,8 +4,9 @@ A1111's emphasis syntax (`(word:1.3)`, `[word]`) weights token vectors; prompts 
 than 75 tokens are cut into 75-token chunks, each encoded as 77 tokens
 with its own start/end tokens, and the results concatenated (A1111's behaviour); the
 positive and negative prompts of a batch are padded to the same number of chunks.
-Each family reads a different layer: SD1 the last (less `clip_skip`), SD2 the
-penultimate, SDXL the penultimate of both encoders side by side plus a pooled vector.
+Each family reads a different layer (its text encoders' `layer` and `final_norm`, see
+modules/models/families/): SD1 the last (less `clip_skip`), SD2 the penultimate, SDXL
+the penultimate of both encoders side by side plus a pooled vector.
 """
 from __future__ import annotations
 
@@ -159,10 +160,9 @@ def _layer(encoder, ids: torch.Tensor, index: int, final_norm: bool):
 @torch.no_grad()
 def encode(model, prompts: list[str], clip_skip: int = 1, min_chunks: int = 1,
            emphasis: str = "Original") -> Conditioning:
-    family = model.family
     per_encoder = []
     pooled = None
-    for n, (encoder, tokenizer) in enumerate(zip(model.text_encoders, model.tokenizers)):
+    for encoder, tokenizer, spec in zip(model.text_encoders, model.tokenizers, model.family.text_encoders):
         chunked = [_chunks(tokenizer, p, emphasis, textual_inversion.registry(model)) for p in prompts]
         count = max(min_chunks, max(len(c) for c in chunked))
         chunked = [c + [([], [])] * (count - len(c)) for c in chunked]
@@ -171,12 +171,7 @@ def encode(model, prompts: list[str], clip_skip: int = 1, min_chunks: int = 1,
             rows = [_chunk_ids(tokenizer, c[i]) for c in chunked]
             ids = torch.tensor([r[0] for r in rows], device=model.device)
             weights = torch.tensor([r[1] for r in rows], device=model.device)
-            if family == "sd1":
-                hidden, pool = _layer(encoder, ids, -clip_skip, final_norm=True)
-            elif family == "sd2":
-                hidden, pool = _layer(encoder, ids, -1 - clip_skip, final_norm=True)
-            else:  # SDXL: penultimate layer, no final norm
-                hidden, pool = _layer(encoder, ids, -1 - clip_skip, final_norm=False)
+            hidden, pool = _layer(encoder, ids, spec.hidden_index(clip_skip), spec.final_norm)
             if i == 0 and pool is not None:
                 pooled = pool  # A1111 takes the pooled vector of the first chunk
             outputs.append(_emphasis(hidden.float(), weights, emphasis))
@@ -253,9 +248,5 @@ def sdxl_time_ids(model, width: int, height: int, negative: bool, settings: Text
     (A1111's sdxl_crop_top/left settings), then the target size (base) or the aesthetic
     score (refiner: the low score for the negative prompt, the high one for the positive)."""
     crop = [settings.sdxl_crop_top, settings.sdxl_crop_left]
-    if model.family == "sdxl_refiner":
-        score = settings.sdxl_refiner_low_aesthetic_score if negative else settings.sdxl_refiner_high_aesthetic_score
-        values = [height, width, *crop, score]
-    else:
-        values = [height, width, *crop, height, width]
+    values = [height, width, *crop, *model.family.time_ids_target(width, height, negative, settings)]
     return torch.tensor([values], dtype=model.dtype, device=model.device)

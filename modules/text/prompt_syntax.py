@@ -17,13 +17,9 @@ No torch here: the conditioning code turns these texts and weights into tensors.
 """
 from __future__ import annotations
 
-import csv
 import functools
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Union
 
 import lark
@@ -343,72 +339,3 @@ def lora_weights(item: ExtraNetwork) -> tuple[float, float]:
     unet = float(positional[2]) if len(positional) > 2 else te
     unet = float(named.get("unet", unet))
     return te, unet
-
-
-# --------------------------------------------------------------------------------------
-# Styles: styles.csv and the {prompt} placeholder
-# --------------------------------------------------------------------------------------
-
-STYLE_FIELDS = ("name", "prompt", "negative_prompt")
-
-
-@dataclass(frozen=True)
-class Style:
-    name: str
-    prompt: str = ""
-    negative_prompt: str = ""
-
-
-def merge_style(style_text: str, prompt: str) -> str:
-    """A style with ``{prompt}`` has it replaced by the prompt; any other is appended
-    after ", ", both stripped, empty sides left out."""
-    if "{prompt}" in style_text:
-        return style_text.replace("{prompt}", prompt)
-    return ", ".join(part for part in (prompt.strip(), style_text.strip()) if part)
-
-
-def apply_styles(prompt: str, negative: str, styles: list[Style]) -> tuple[str, str]:
-    """Apply styles in order to the prompt and, with their negative texts, the negative."""
-    for style in styles:
-        prompt = merge_style(style.prompt, prompt)
-        negative = merge_style(style.negative_prompt, negative)
-    return prompt, negative
-
-
-def load_styles_csv(path: str | os.PathLike) -> list[Style]:
-    """Styles from an A1111 styles.csv (name, prompt, negative_prompt; the old
-    name, text layout too). Rows whose name starts with "#" are comments; a later row
-    replaces an earlier one of the same name. A missing file gives no styles."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    styles: dict[str, Style] = {}
-    with open(path, encoding="utf-8-sig", newline="") as file:
-        for row in csv.DictReader(file, skipinitialspace=True):
-            name = row.get("name") or ""
-            if not row or name.startswith("#"):
-                continue
-            prompt = row["prompt"] if "prompt" in row else row.get("text")
-            styles[name] = Style(name, prompt or "", row.get("negative_prompt") or "")
-    return list(styles.values())
-
-
-def save_styles_csv(path: str | os.PathLike, styles: list[Style], backup: bool = True) -> None:
-    """Write styles.csv as A1111 does (UTF-8 with BOM, header row), through a temporary
-    file; the previous file is kept as ``<path>.bak`` unless ``backup`` is False."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=STYLE_FIELDS)
-            writer.writeheader()
-            for style in styles:
-                writer.writerow({"name": style.name, "prompt": style.prompt,
-                                 "negative_prompt": style.negative_prompt})
-        if backup and path.exists():
-            os.replace(path, path.with_name(path.name + ".bak"))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

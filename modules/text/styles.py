@@ -2,19 +2,89 @@
 
 A style is a name, a prompt text and a negative text. Applying it puts the request's
 prompt into the style's ``{prompt}`` placeholder, or appends the style after ", "
-(`modules.text.prompt_syntax.merge_style`). The runtime applies a request's styles before it is
-queued, so the sampler, the infotext and the saved files see the expanded prompts, as
-in A1111. Reading and writing the CSV are `modules.text.prompt_syntax`' load/save_styles_csv.
+(`merge_style`). The runtime applies a request's styles before it is queued, so the
+sampler, the infotext and the saved files see the expanded prompts, as in A1111.
 """
 from __future__ import annotations
 
+import csv
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from modules.text.prompt_syntax import Style, apply_styles, load_styles_csv, save_styles_csv
 from modules.generation.request import GenerationRequest, RequestError
 
 FILE_NAME = "styles.csv"
-PROMPTS_BEFORE_STYLES = "prompts_before_styles"  # key in GenerationRequest.extra
+
+
+# ---- the file ---------------------------------------------------------------------------
+STYLE_FIELDS = ("name", "prompt", "negative_prompt")
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    prompt: str = ""
+    negative_prompt: str = ""
+
+
+def merge_style(style_text: str, prompt: str) -> str:
+    """A style with ``{prompt}`` has it replaced by the prompt; any other is appended
+    after ", ", both stripped, empty sides left out."""
+    if "{prompt}" in style_text:
+        return style_text.replace("{prompt}", prompt)
+    return ", ".join(part for part in (prompt.strip(), style_text.strip()) if part)
+
+
+def apply_styles(prompt: str, negative: str, styles: list[Style]) -> tuple[str, str]:
+    """Apply styles in order to the prompt and, with their negative texts, the negative."""
+    for style in styles:
+        prompt = merge_style(style.prompt, prompt)
+        negative = merge_style(style.negative_prompt, negative)
+    return prompt, negative
+
+
+def load_styles_csv(path: str | os.PathLike) -> list[Style]:
+    """Styles from an A1111 styles.csv (name, prompt, negative_prompt; the old
+    name, text layout too). Rows whose name starts with "#" are comments; a later row
+    replaces an earlier one of the same name. A missing file gives no styles."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    styles: dict[str, Style] = {}
+    with open(path, encoding="utf-8-sig", newline="") as file:
+        for row in csv.DictReader(file, skipinitialspace=True):
+            name = row.get("name") or ""
+            if not row or name.startswith("#"):
+                continue
+            prompt = row["prompt"] if "prompt" in row else row.get("text")
+            styles[name] = Style(name, prompt or "", row.get("negative_prompt") or "")
+    return list(styles.values())
+
+
+def save_styles_csv(path: str | os.PathLike, styles: list[Style], backup: bool = True) -> None:
+    """Write styles.csv as A1111 does (UTF-8 with BOM, header row), through a temporary
+    file; the previous file is kept as ``<path>.bak`` unless ``backup`` is False."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=STYLE_FIELDS)
+            writer.writeheader()
+            for style in styles:
+                writer.writerow({"name": style.name, "prompt": style.prompt,
+                                 "negative_prompt": style.negative_prompt})
+        if backup and path.exists():
+            os.replace(path, path.with_name(path.name + ".bak"))
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+# ---- applying them to a request -----------------------------------------------------------
 
 
 def styles_path(data_dir: Path) -> Path:
@@ -46,10 +116,10 @@ def expand(request: GenerationRequest, data_dir: Path) -> GenerationRequest:
     if not names:
         return request
     prompt, negative = apply_styles(request.prompt, request.negative_prompt, find(load(data_dir), names))
-    # the prompts as typed stay in `extra`: A1111's result info reports them as "prompt",
-    # so a client resending info["prompt"] with info["styles"] does not apply them twice
-    before = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
-    return request.replace(prompt=prompt, negative_prompt=negative, extra={**request.extra, PROMPTS_BEFORE_STYLES: before})
+    # the prompts as typed are kept: A1111's result info reports them as "prompt", so a
+    # client resending info["prompt"] with info["styles"] does not apply them twice
+    return request.replace(prompt=prompt, negative_prompt=negative, prompt_before_styles=request.prompt,
+                           negative_prompt_before_styles=request.negative_prompt)
 
 
 def _strip_style_text(style_text: str, prompt: str) -> str | None:

@@ -95,7 +95,7 @@ def main(argv=None):
 
     from modules.device.devices import choose
     from modules.models.detect import CheckpointError
-    from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig
+    from modules.runtime.runtime import REPO_ROOT, Runtime, RuntimeConfig
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=40)
@@ -115,7 +115,7 @@ def main(argv=None):
     name = path.name if folders else args.ckpt
     runtime = Runtime(RuntimeConfig(data_dir=REPO_ROOT, device=choose(), ckpt=name, ckpt_dirs=folders))
     try:  # by name: a mistyped path must fail, not score the default checkpoint instead
-        runtime.load_model(name)
+        runtime.checkpoints.load(name)
     except CheckpointError as e:
         sys.exit(f"evaluate: {e}")
     print(evaluate(runtime, args.prompts, args.seeds, args.seed, args.steps, args.sampler, args.cfg))

@@ -19,7 +19,7 @@ def main(argv=None):
     from modules.device.devices import choose
     from modules.files.images import image_grid
     from modules.generation.request import GenerationRequest
-    from modules.runtime import REPO_ROOT, Runtime, RuntimeConfig
+    from modules.runtime.runtime import REPO_ROOT, Runtime, RuntimeConfig
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="docs/demo-grid.png")

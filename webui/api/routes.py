@@ -23,18 +23,20 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from modules.text import conditioning, styles
 from modules.extensions import git as extension_git
-from modules.files import infotext, model_folders as paths
+from modules.files import infotext, model_folders
+from modules.generation.request import GenerationRequest, RequestError, ScriptSelection
+from modules.models.errors import CheckpointError, CheckpointNotFound
 from modules.runtime import option_rules
-from modules.upscaling import upscalers as postprocessing
-from modules.sampling import samplers
-from modules.models.detect import CheckpointError
 from modules.runtime.option_rules import OptionError
-from modules.generation.request import GenerationRequest, RequestError
+from modules.sampling import samplers
+from modules.scripts import host_of
+from modules.text import conditioning, styles
+from modules.upscaling import upscalers
 from webui.api import models
 from webui.api.auth import basic_auth
 from webui.api.codec import decode_image, encode_png
+from webui.api import wire
 from webui.api.errors import ApiError, install_handlers
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,10 @@ def _error_for(e: Exception, sampler_field: str = "sampler_name") -> ApiError:
     if isinstance(e, samplers.SamplerError):
         return ApiError(422, sampler_field, str(e))
     if isinstance(e, CheckpointError):
-        if "not found" in str(e):
+        if isinstance(e, CheckpointNotFound):
             return ApiError(404, "sd_model_checkpoint", str(e))
         return ApiError(500, "sd_model_checkpoint", str(e), kind="CheckpointError")
-    if isinstance(e, postprocessing.UpscaleError):
+    if isinstance(e, upscalers.UpscaleError):
         return ApiError({"unknown": 404, "too_large": 413}.get(e.kind, 422), e.field, e.message)
     log.error("API job failed", exc_info=e)
     return ApiError(500, None, f"{type(e).__name__}: {e}", kind=type(e).__name__)
@@ -85,17 +87,12 @@ class Api:
         field = "sampler_name" if values.get("sampler_name") else "sampler_index"
         raw = values.get("sampler_name") or values.get("sampler_index") or "Euler"
         try:
-            name, legacy = samplers.get_sampler(raw).name, None
-        except samplers.SamplerError:
-            try:
-                name, legacy = samplers.split_legacy_name(raw)
-            except samplers.SamplerError as e:
-                raise ApiError(404, field, str(e)) from None
-        schedule = values.get("scheduler") or "Automatic"
+            name, label = samplers.resolve_names(raw, values.get("scheduler") or "Automatic")
+        except samplers.UnknownSampler as e:
+            raise ApiError(404, field, str(e)) from None
+        except samplers.SamplerError as e:
+            raise ApiError(422, "scheduler", str(e)) from None
         try:
-            label = samplers.get_schedule_type(schedule)
-            if label == "Automatic" and legacy:
-                label = legacy
             samplers.validate(name, label)
         except samplers.SamplerError as e:
             raise ApiError(422, "scheduler", str(e)) from None
@@ -105,7 +102,7 @@ class Api:
         if not isinstance(name, str) or not name.strip():
             raise ApiError(422, field, "must be a checkpoint title or name")
         try:
-            return self.runtime.resolve_checkpoint(name).name
+            return self.runtime.checkpoints.resolve(name).name
         except CheckpointError as e:
             raise ApiError(404, field, str(e)) from None
 
@@ -158,18 +155,17 @@ class Api:
             subseed_strength=values["subseed_strength"], batch_size=values["batch_size"], n_iter=values["n_iter"],
             clip_skip=clip_skip, styles=list(values.get("styles") or []), checkpoint=checkpoint, mode=mode,
             save_images=bool(req.save_images and not req.do_not_save_samples), save_grid=not req.do_not_save_grid,
-            script_name=req.script_name or None, script_args=list(req.script_args or []),
-            alwayson_scripts=dict(req.alwayson_scripts or {}))
-        if text_overrides:
-            request.extra["override_settings"] = text_overrides
+            override_settings=text_overrides,
+            scripts=ScriptSelection(req.script_name or None, list(req.script_args or []),
+                                    dict(req.alwayson_scripts or {})))
         if mode == "img2img":
             self._add_images(request, req)
         try:
-            request.validate(self.runtime.limits)
-            self.runtime.scripts.validate(request)  # unknown script names: 422, as A1111
+            request.validate(self.runtime.settings.limits)
+            self.runtime.job_runner.validate(request)  # unknown script names: 422, as A1111
         except RequestError as e:
             raise ApiError(422, e.field, e.message) from None
-        if request.script_name or request.alwayson_scripts:
+        if request.scripts.selected or request.scripts.alwayson:
             self._script_defaults()
         return request, bool(checkpoint) and not req.override_settings_restore_afterwards
 
@@ -177,21 +173,21 @@ class Api:
         """Arguments a client leaves out take the scripts' ui() defaults (the page records
         them when it is built; without a page, build them once here)."""
         from webui.ui import scripts as scripts_ui
-        scripts_ui.ensure_defaults(self.runtime.scripts)
+        scripts_ui.ensure_defaults(host_of(self.runtime).runner)
 
     def scripts_list(self) -> dict:
         """A1111's /scripts: every script's lower-case title, per tab."""
-        runner = self.runtime.scripts
+        runner = host_of(self.runtime).runner
         return {"txt2img": [s.name for s in runner.scripts[False]], "img2img": [s.name for s in runner.scripts[True]]}
 
     def script_info(self) -> list[dict]:
         from webui.ui import scripts as scripts_ui
-        return scripts_ui.describe(self.runtime.scripts)
+        return scripts_ui.describe(host_of(self.runtime).runner)
 
     def _add_images(self, request: GenerationRequest, req: models.Img2ImgRequest) -> None:
         if not req.init_images:
             raise ApiError(422, "init_images", "img2img needs at least one init image")
-        limit = self.runtime.limits.max_pixels
+        limit = self.runtime.settings.limits.max_pixels
         request.init_images = [decode_image(data, f"init_images[{i}]", limit) for i, data in enumerate(req.init_images)]
         request.mask = decode_image(req.mask, "mask", limit) if req.mask else None
         if not math.isfinite(req.denoising_strength):
@@ -228,30 +224,7 @@ class Api:
             parameters["init_images"] = None
             parameters["mask"] = None
         parameters.pop("include_init_images", None)
-        return {"images": images, "parameters": parameters, "info": json.dumps(self.info(result, task))}
-
-    @staticmethod
-    def info(result, task=None) -> dict:
-        """A1111's `Processed.js()` fields."""
-        r = result.request
-        n = len(result.seeds)
-        first = infotext.parse_infotext(result.infotexts[0]) if result.infotexts else {}
-        started = task.started if task is not None and task.started else time.time()
-        info = dict(result.info)
-        info.update({
-            "all_prompts": result.prompts or [r.prompt] * n,
-            "all_negative_prompts": result.negative_prompts or [r.negative_prompt] * n,
-            "subseed_strength": r.subseed_strength, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-            "denoising_strength": r.denoising_strength if r.mode == "img2img" else None,
-            "extra_generation_params": dict(r.extra_generation_params), "index_of_first_image": 0,
-            "styles": list(r.styles),
-            "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(started)), "clip_skip": r.clip_skip,
-            "is_using_inpainting_conditioning": False, "restore_faces": False, "face_restoration_model": None,
-            "sd_model_name": first.get("Model"), "sd_model_hash": first.get("Model hash"), "sd_vae_name": None,
-            "sd_vae_hash": None, "version": "kiln", "interrupted": result.interrupted,
-            "task_id": task.id if task is not None else None,
-        })
-        return info
+        return {"images": images, "parameters": parameters, "info": json.dumps(wire.generation_info(result, task))}
 
     # ---- progress, interrupt, skip -------------------------------------------------------
     def _preview_b64(self, progress) -> str | None:
@@ -327,20 +300,20 @@ class Api:
         model = rt.model
         if model is not None:
             data["sd_model_checkpoint"] = model.title
-            data["sd_checkpoint_hash"] = rt.hashes.cached_sha256(model.path)
+            data["sd_checkpoint_hash"] = rt.checkpoints.hashes.cached_sha256(model.path)
         else:
             try:
-                mf = rt.default_checkpoint()
+                mf = rt.checkpoints.default()
             except CheckpointError:
                 mf = None
-            data["sd_model_checkpoint"] = rt.title(mf) if mf else (o.sd_model_checkpoint or None)
+            data["sd_model_checkpoint"] = rt.checkpoints.title(mf) if mf else (o.sd_model_checkpoint or None)
         return data
 
     def set_options(self, body: dict[str, Any]) -> None:
         """Checked, applied and saved by the runtime, as the Settings tab does (422 for a bad
         value or a read-only one, 404 for a checkpoint that is not there)."""
         try:
-            self.runtime.set_options(body)
+            self.runtime.settings.set(body)
         except Exception as e:
             raise _error_for(e) from None
         return None
@@ -356,20 +329,20 @@ class Api:
     # ---- lists -------------------------------------------------------------------------------
     def sd_models(self) -> list[dict]:
         rt = self.runtime
-        files = rt.list_checkpoints()
+        files = rt.checkpoints.list()
         deadline = time.time() + HASH_BUDGET_S
         items, unhashed = [], []
         for mf in files:
-            sha = rt.hashes.cached_sha256(mf.path)
+            sha = rt.checkpoints.hashes.cached_sha256(mf.path)
             if sha is None and time.time() < deadline:
                 try:
-                    sha = rt.hashes.sha256(mf.path)
+                    sha = rt.checkpoints.hashes.sha256(mf.path)
                 except OSError:
                     sha = None
             if sha is None:
                 unhashed.append(mf.path)
             config = mf.path.with_suffix(".yaml")
-            items.append({"title": paths.checkpoint_title(mf, sha[:10] if sha else None),
+            items.append({"title": model_folders.checkpoint_title(mf, sha[:10] if sha else None),
                           "model_name": os.path.splitext(mf.name.replace("/", "_"))[0],
                           "hash": sha[:10] if sha else None, "sha256": sha, "filename": str(mf.path),
                           "config": str(config) if config.exists() else None})
@@ -384,7 +357,7 @@ class Api:
         def work():
             for path in files:
                 try:
-                    self.runtime.hashes.sha256(path)
+                    self.runtime.checkpoints.hashes.sha256(path)
                 except OSError:
                     pass
 
@@ -393,7 +366,7 @@ class Api:
 
     def sd_vae(self) -> list[dict]:
         return [{"model_name": mf.name, "filename": str(mf.path)}
-                for mf in paths.list_models(self.runtime.folders, "vae")]
+                for mf in model_folders.list_models(self.runtime.folders, "vae")]
 
     def loras(self) -> list[dict]:
         networks = self.runtime.networks
@@ -461,7 +434,7 @@ class Api:
         """Every installed extension with A1111's fields; `enabled` is the saved choice
         (what loads after the next restart). Version fields are None for a plain folder."""
         out = []
-        for ext in self.runtime.installed_extensions():
+        for ext in self.runtime.extensions.installed():
             v = extension_git.version(ext.path)
             out.append({"name": ext.name, "remote": v.remote, "branch": v.branch, "commit_hash": v.commit_hash,
                         "version": v.short, "commit_date": v.commit_date, "enabled": ext.enabled})
@@ -469,12 +442,12 @@ class Api:
 
     # ---- models --------------------------------------------------------------------------
     def unload_checkpoint(self) -> dict:
-        self.runtime.unload_checkpoint()
+        self.runtime.checkpoints.unload()
         return {}
 
     def reload_checkpoint(self) -> dict:
         try:
-            self.runtime.reload_checkpoint()
+            self.runtime.checkpoints.reload()
         except Exception as e:
             raise _error_for(e) from None
         return {}
@@ -484,33 +457,33 @@ class Api:
         if req.gfpgan_visibility > 0 or req.codeformer_visibility > 0:
             field = "gfpgan_visibility" if req.gfpgan_visibility > 0 else "codeformer_visibility"
             raise ApiError(422, field, "face restoration is not available in Kiln")
-        settings = postprocessing.UpscaleSettings(
+        settings = upscalers.UpscaleSettings(
             resize_mode=req.resize_mode, upscaling_resize=req.upscaling_resize,
             upscaling_resize_w=req.upscaling_resize_w, upscaling_resize_h=req.upscaling_resize_h,
             upscaling_crop=req.upscaling_crop, upscaler_1=req.upscaler_1, upscaler_2=req.upscaler_2,
             extras_upscaler_2_visibility=req.extras_upscaler_2_visibility)
         try:
-            out, items = postprocessing.upscale(image, settings, max_pixels=4 * self.runtime.limits.max_pixels)
-        except postprocessing.UpscaleError as e:
+            out, items = upscalers.upscale(image, settings, max_pixels=4 * self.runtime.settings.limits.max_pixels)
+        except upscalers.UpscaleError as e:
             raise _error_for(e) from None
         text = ", ".join(f"{k}: {infotext.format_value(v)}" for k, v in items.items())
         encoded = encode_png(out, infotext.read_infotext(image), {"postprocessing": text} if text else None)
         return encoded, text
 
     def extra_single_image(self, req: models.ExtrasSingleImageRequest) -> dict:
-        image = decode_image(req.image, "image", self.runtime.limits.max_pixels)
+        image = decode_image(req.image, "image", self.runtime.settings.limits.max_pixels)
         encoded, text = self._upscale(image, req)
         return {"html_info": text, "image": encoded if req.show_extras_results else None}
 
     def extra_batch_images(self, req: models.ExtrasBatchImagesRequest) -> dict:
-        limit = self.runtime.limits.max_pixels
+        limit = self.runtime.settings.limits.max_pixels
         images = [decode_image(item.data, f"imageList[{i}].data", limit) for i, item in enumerate(req.imageList)]
         results = [self._upscale(image, req) for image in images]
         return {"html_info": results[0][1] if results else "",
                 "images": [r[0] for r in results] if req.show_extras_results else []}
 
     def png_info(self, req: models.PNGInfoRequest) -> dict:
-        image = decode_image(req.image, "image", self.runtime.limits.max_pixels)
+        image = decode_image(req.image, "image", self.runtime.settings.limits.max_pixels)
         text = infotext.read_infotext(image) or ""
         items = {k: v for k, v in image.info.items()
                  if isinstance(k, str) and k not in _IGNORED_INFO and isinstance(v, (str, int, float, bool))}
@@ -564,13 +537,13 @@ def install(app: FastAPI, runtime, args=None, credentials: list[tuple[str, str]]
         return api.set_options(body)
 
     router.add_api_route(f"{p}/cmd-flags", api.cmd_flags, methods=["GET"], tags=["options"])
-    router.add_api_route(f"{p}/samplers", samplers.sampler_list, methods=["GET"],
+    router.add_api_route(f"{p}/samplers", wire.sampler_list, methods=["GET"],
                          response_model=list[models.SamplerItem], tags=["lists"])
-    router.add_api_route(f"{p}/schedulers", samplers.scheduler_list, methods=["GET"],
+    router.add_api_route(f"{p}/schedulers", wire.scheduler_list, methods=["GET"],
                          response_model=list[models.SchedulerItem], tags=["lists"])
     router.add_api_route(f"{p}/upscalers", lambda: [{"name": n, "model_name": None, "model_path": None,
                                                      "model_url": None, "scale": 4}
-                                                    for n in postprocessing.upscaler_names()],
+                                                    for n in upscalers.upscaler_names()],
                          methods=["GET"], response_model=list[models.UpscalerItem], tags=["lists"])
     router.add_api_route(f"{p}/latent-upscale-modes", lambda: [{"name": n} for n in LATENT_UPSCALE_MODES],
                          methods=["GET"], response_model=list[models.LatentUpscalerModeItem], tags=["lists"])

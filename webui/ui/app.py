@@ -5,8 +5,9 @@ import platform
 
 import gradio as gr
 
+from modules.scripts import host_of
 from modules.models.detect import CheckpointError
-from modules.runtime import DEMO_CHECKPOINT
+from modules.runtime.checkpoints import DEMO_CHECKPOINT
 from webui.ui import extensions, generation, png_info, settings
 from webui.ui import styles as styles_ui
 from webui.ui.common import GPU, user_error
@@ -17,8 +18,8 @@ DEMO_NOTE = ("**Demo model loaded**: a tiny model that draws one flat shape on a
 
 
 def create(runtime) -> gr.Blocks:
-    runtime.callbacks.ui_settings()  # extensions declare their settings (shared.opts.add_option)
-    extension_tabs = runtime.callbacks.ui_tabs()  # built outside the page, rendered in it (as A1111)
+    host_of(runtime).callbacks.ui_settings()  # extensions declare their settings (shared.opts.add_option)
+    extension_tabs = host_of(runtime).callbacks.ui_tabs()  # built outside the page, rendered in it (as A1111)
     with gr.Blocks(title="Kiln") as demo:
         with gr.Row():
             checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", choices=[], elem_id="sd_model_checkpoint",
@@ -40,7 +41,7 @@ def create(runtime) -> gr.Blocks:
                     with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                         blocks.render()
                 except Exception:
-                    runtime.extension_errors.report("", f"on_ui_tabs tab {title!r}")
+                    runtime.extensions.errors.report("", f"on_ui_tabs tab {title!r}")
             with gr.Tab("Settings", id="settings"):
                 # the tab also loads and saves the quick settings at the top
                 settings.build(runtime, demo, {"CLIP_stop_at_last_layers": clip_skip})
@@ -54,7 +55,7 @@ def create(runtime) -> gr.Blocks:
         gr.Markdown(footer(runtime), elem_id="footer")
 
         def titles():
-            return [runtime.title(f) for f in runtime.list_checkpoints()]
+            return [runtime.checkpoints.title(f) for f in runtime.checkpoints.list()]
 
         def state():
             m = runtime.model
@@ -74,7 +75,7 @@ def create(runtime) -> gr.Blocks:
             if not title or (runtime.model and title == runtime.model.title):
                 return [gr.update()] * (2 + len(sizes))
             try:
-                runtime.switch_checkpoint(title)
+                runtime.checkpoints.switch(title)
             except CheckpointError as e:
                 raise user_error(e) from None
             return on_load()

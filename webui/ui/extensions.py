@@ -30,28 +30,28 @@ RELOAD_JS = """(status) => {
 
 
 def _state(runtime, ext) -> str:
-    loaded = any(a.name == ext.name for a in runtime.active_extensions)
-    would_load = ext.enabled and runtime.disable_all_extensions != "all" and (
-        ext.builtin or runtime.disable_all_extensions != "extra")
+    loaded = any(a.name == ext.name for a in runtime.extensions.active)
+    would_load = ext.enabled and runtime.extensions.disable_all != "all" and (
+        ext.builtin or runtime.extensions.disable_all != "extra")
     if loaded and would_load:
         return "loaded"
     if loaded:
         return "unloads after restart"
     if would_load:
         return "loads after restart"
-    return "disabled" if not ext.enabled else f"off (disable all: {runtime.disable_all_extensions})"
+    return "disabled" if not ext.enabled else f"off (disable all: {runtime.extensions.disable_all})"
 
 
 def rows(runtime, checks: dict[str, extension_git.UpdateCheck] | None = None) -> list[list]:
     """One row per installed extension, as the table shows it."""
     checks = checks or {}
     out = []
-    for ext in runtime.installed_extensions():
+    for ext in runtime.extensions.installed():
         v = extension_git.version(ext.path)
         version = f"{v.short} ({v.branch})" if v.short and v.branch else (v.short or "")
         date = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.commit_date)) if v.commit_date else ""
         status = [_state(runtime, ext)]
-        errors = runtime.extension_errors.for_extension(ext.name)
+        errors = runtime.extensions.errors.for_extension(ext.name)
         if errors:
             status.append(f"{len(errors)} error{'s' * (len(errors) > 1)}: " +
                           "; ".join(sorted({e.where for e in errors})))
@@ -65,7 +65,7 @@ def rows(runtime, checks: dict[str, extension_git.UpdateCheck] | None = None) ->
 
 
 def errors_markdown(runtime) -> str:
-    errors = runtime.extension_errors.errors
+    errors = runtime.extensions.errors.errors
     if not errors:
         return "No extension errors since Kiln started."
     parts = []
@@ -96,17 +96,17 @@ def apply(runtime, table, disable_all: str) -> str:
     enabled = {_folder(r[NAME]): _truthy(r[ENABLED]) for r in table_rows}
     update = [_folder(r[NAME]) for r in table_rows if _truthy(r[UPDATE])]
     try:
-        messages = runtime.apply_extensions(enabled, disable_all or None, update)
+        messages = runtime.extensions.apply(enabled, disable_all or None, update)
     except InstallError as e:
         raise gr.Error(str(e), print_exception=False) from None
-    if runtime.restart():
+    if runtime.extensions.restart():
         return f"{RESTARTING}… The page reloads when it is back. " + " ".join(messages)
     return "Saved. Restart Kiln to apply the changes. " + " ".join(messages)
 
 
 def check(runtime) -> tuple[list[list], str]:
     try:
-        checks = runtime.check_extension_updates()
+        checks = runtime.extensions.check_updates()
     except InstallError as e:
         raise gr.Error(str(e), print_exception=False) from None
     if not checks:
@@ -120,7 +120,7 @@ def check(runtime) -> tuple[list[list], str]:
 
 def install(runtime, source: str, branch: str, name: str) -> tuple[str, str, list[list]]:
     try:
-        result = runtime.install_extension(source, name, branch)
+        result = runtime.extensions.install(source, name, branch)
     except InstallError as e:
         raise gr.Error(str(e), print_exception=False) from None
     message = result.message + " Press Apply and restart UI (Installed tab) to load it."

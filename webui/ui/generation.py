@@ -7,11 +7,13 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
-from modules.generation import img2img
 from modules.files import infotext
-from modules.text import styles
-from modules.generation.pipeline import JobControl
+from modules.generation import img2img
+from modules.generation.hooks import JobControl
 from modules.generation.request import GenerationRequest, RequestError
+from modules.scripts import host_of
+from modules.text import styles
+from webui.api.wire import generation_info
 from webui.ui import styles as styles_ui
 from webui.ui.common import GPU, USER_ERRORS, sampler_dropdowns, seed_row, user_error
 from webui.ui.scripts import ScriptControls
@@ -136,7 +138,7 @@ def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) 
                 f["denoising_strength"] = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                                     elem_id=f"{mode}_denoising_strength")
             f["seed"], reuse_seed, f["subseed"], f["subseed_strength"] = seed_row()
-            scripts = ScriptControls(runtime.scripts, mode != "txt2img", mode)  # the Script dropdown, always-on scripts
+            scripts = ScriptControls(host_of(runtime).runner, mode != "txt2img", mode)  # the Script dropdown, always-on scripts
         with gr.Column():
             tab.gallery = gr.Gallery(label="Output", format="png", columns=2, elem_id=f"{mode}_gallery", type="filepath")
             with gr.Row():
@@ -187,7 +189,7 @@ def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) 
         control = JobControl(on_step=lambda s, t, _l: progress((s, t), desc="Sampling"))
         cut = len(values) - len(scripts.inputs)  # the script components' values come last
         try:
-            request = make_request(values[:cut]).replace(**scripts.split(values[cut:]))
+            request = make_request(values[:cut]).replace(scripts=scripts.split(values[cut:]))
             result = runtime.generate(request, control, job=f"ui-{mode}")
         except USER_ERRORS as e:
             raise user_error(e) from None
@@ -197,7 +199,7 @@ def build(runtime, mode: str, clip_skip: gr.components.Component | None = None) 
             text += "\n(interrupted)"
         if result.warnings:  # e.g. a LoRA that is not there: the images were made without it
             text += "".join(f"\nWarning: {w}" for w in result.warnings)
-        return shown or result.images, text, result.info, 1 if result.grid_path else 0
+        return shown or result.images, text, generation_info(result), 1 if result.grid_path else 0
 
     inputs = ordered + extra_inputs + late + scripts.inputs
     outputs = [tab.gallery, tab.info, tab.details, tab.selected]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from modules.generation.request import ScriptSelection
 from modules.scripts import Script, ScriptRunner
 
 NONE = "None"
@@ -33,7 +34,7 @@ def _value(component):
 
 class ScriptControls:
     """A tab's script components: `inputs` go at the end of the tab's inputs; `split`
-    turns their values into (script_name, script_args, alwayson_scripts)."""
+    turns their values into the request's ScriptSelection."""
 
     def __init__(self, runner: ScriptRunner, is_img2img: bool, tab: str):
         self.runner, self.is_img2img = runner, is_img2img
@@ -63,8 +64,8 @@ class ScriptControls:
             self.dropdown.change(show, self.dropdown, groups, queue=False, api_name=False)
         self.inputs = [self.dropdown] + [c for _, comps in self.alwayson + self.selectable for c in comps]
 
-    def split(self, values: list) -> dict:
-        """The inputs' values -> GenerationRequest's script fields."""
+    def split(self, values: list) -> ScriptSelection:
+        """The inputs' values -> the request's ScriptSelection."""
         values = list(values)
         choice, i = values[0], 1
         alwayson = {}
@@ -76,7 +77,7 @@ class ScriptControls:
             if self.runner.title(script) == choice:
                 script_name, script_args = choice, values[i:i + len(comps)]
             i += len(comps)
-        return {"script_name": script_name, "script_args": script_args, "alwayson_scripts": alwayson}
+        return ScriptSelection(script_name, script_args, alwayson)
 
 
 def describe(runner: ScriptRunner) -> list[dict]:

@@ -1,7 +1,7 @@
 """The Settings tab (A1111's): every setting in sections, a typed widget each, and
 "Apply settings"; and the quick settings at the top of the page (Clip skip).
 
-Both change settings through `Runtime.set_options`, the code path of POST
+Both change settings through the runtime's `settings.set`, the code path of POST
 /sdapi/v1/options, so the page and the API refuse the same bad values with the same
 message, and a refused change changes nothing. The API may change config.json while a
 page is open, so the widgets take the saved values every time the page loads, and
@@ -104,7 +104,7 @@ def settings_shown(runtime) -> list[Setting]:
     declared = [Setting(key, str(getattr(option, "label", "") or key), _section_title(getattr(option, "section", None)),
                         getattr(option, "default", None), component=getattr(option, "component", None),
                         component_args=getattr(option, "component_args", None))
-                for key, option in runtime.extension_options.items() if key not in defaults and key not in ELSEWHERE]
+                for key, option in runtime.settings.declared.items() if key not in defaults and key not in ELSEWHERE]
     sections = list(dict.fromkeys(s.section for s in declared))
     return shown + sorted(declared, key=lambda s: sections.index(s.section))
 
@@ -144,13 +144,13 @@ def widget_for(runtime, setting: Setting, elem: str) -> gr.components.Component 
             args = setting.component_args() if callable(setting.component_args) else dict(setting.component_args or {})
             return setting.component(**{"label": setting.label, "value": setting.default, "elem_id": elem, **args})
         except Exception:
-            runtime.extension_errors.report("", f"Settings tab: the component of setting {setting.key!r}")
+            runtime.extensions.errors.report("", f"Settings tab: the component of setting {setting.key!r}")
     return typed_widget(setting, elem)
 
 
 # ---- handlers (plain functions: the tests call them as the page does) ----------------------
 def current_values(runtime, settings: list[Setting]) -> list:
-    return [runtime.option_value(s.key) for s in settings]
+    return [runtime.settings.value(s.key) for s in settings]
 
 
 def _shown(value) -> str:
@@ -171,7 +171,7 @@ def apply(runtime, settings: list[Setting], values, loaded: dict | None = None) 
     labels = {s.key: s.label for s in settings}
     sent = {s.key: v for s, v in zip(settings, values) if loaded is None or s.key not in loaded or v != loaded[s.key]}
     try:
-        changed = runtime.set_options(sent)
+        changed = runtime.settings.set(sent)
     except OptionError as e:
         raise gr.Error(f"{labels.get(e.key, e.key)}: {e.message}. Nothing was saved.", print_exception=False) from None
     return changes_markdown(changed, labels)
@@ -182,10 +182,10 @@ def quick_setting_saver(runtime, key: str, has_twin: bool):
     returns it for the same setting's widget in the tab (when the tab has one)."""
     def save(value):
         try:
-            runtime.set_options({key: value})
+            runtime.settings.set({key: value})
         except OptionError as e:
             raise gr.Error(e.message, print_exception=False) from None
-        return runtime.option_value(key) if has_twin else None
+        return runtime.settings.value(key) if has_twin else None
     return save
 
 
@@ -219,7 +219,7 @@ def build(runtime, demo: gr.Blocks, quick: dict[str, gr.components.Component]) -
 
     def saved_values():
         values = current_values(runtime, tab.settings)
-        return values + [runtime.option_value(k) for k in quick] + [{s.key: v for s, v in zip(tab.settings, values)}]
+        return values + [runtime.settings.value(k) for k in quick] + [{s.key: v for s, v in zip(tab.settings, values)}]
 
     def apply_values(loaded_values, *values):
         return [apply(runtime, editable, values, loaded_values)] + saved_values()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.text import styles
-from modules.text.prompt_syntax import Style
+from modules.text.styles import Style
 from modules.generation.request import RequestError
 
 

@@ -15,7 +15,7 @@ import shlex
 
 from modules import scripts
 from modules.processing import Processed, fix_seed, process_images
-from modules.generation.request import RequestError
+from modules.scripts import RequestError
 from modules.shared import state
 
 

@@ -27,11 +27,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from modules import images
-from modules.sampling import samplers
-from modules import scripts
+from modules import images, scripts, sd_models, sd_samplers, sd_schedulers
 from modules.processing import Processed, fix_seed, process_images
-from modules.generation.request import RequestError
+from modules.scripts import RequestError
 from modules.shared import opts, state
 
 
@@ -85,30 +83,33 @@ def _confirm_order(p, values):
 def _sampler_names(p, values):
     out = []
     for v in values:
-        try:
-            out.append(samplers.get_sampler(v).name)
-        except samplers.SamplerError as e:
-            raise RequestError("script_args", f"X/Y/Z plot: {e}") from None
+        config = sd_samplers.find_sampler_config(v)
+        if config is None:
+            raise RequestError("script_args", f"X/Y/Z plot: Unknown sampler {v!r}. "
+                                              f"Valid samplers: {', '.join(sd_samplers.visible_sampler_names())}")
+        out.append(config.name)
     return out
 
 
 def _schedule_names(p, values):
     out = []
     for v in values:
-        try:
-            out.append(samplers.get_schedule_type(v))
-        except samplers.SamplerError as e:
-            raise RequestError("script_args", f"X/Y/Z plot: {e}") from None
+        scheduler = sd_schedulers.schedulers_map.get(v) or sd_schedulers.schedulers_map.get(v.strip().lower())
+        if scheduler is None:
+            labels = ", ".join(s.label for s in sd_schedulers.schedulers)
+            raise RequestError("script_args", f"X/Y/Z plot: Unknown schedule type {v!r}. Valid schedule types: {labels}")
+        out.append(scheduler.label)
     return out
 
 
 def _checkpoint_names(p, values):
     out = []
     for v in values:
-        try:
-            out.append(p.runtime.resolve_checkpoint(v).name)
-        except Exception as e:  # CheckpointError: not found
-            raise RequestError("script_args", f"X/Y/Z plot: {e}") from None
+        info = sd_models.get_closet_checkpoint_match(v)
+        if info is None:
+            raise RequestError("script_args", f"X/Y/Z plot: checkpoint not found: {v!r} "
+                                              f"(have: {', '.join(sd_models.checkpoint_tiles()) or 'none'})")
+        out.append(info.name)
     return out
 
 
@@ -125,7 +126,9 @@ def _sizes(p, values):
             raise RequestError("script_args", f"X/Y/Z plot: Size {v!r} is not WIDTHxHEIGHT (such as 512x768)")
         width, height = int(match[1]), int(match[2])
         try:
-            p.request.replace(width=width, height=height).validate(p.runtime.limits)
+            sized = copy.copy(p)
+            sized.width, sized.height = width, height
+            sized.validate()
         except RequestError as e:
             raise RequestError("script_args", f"X/Y/Z plot: Size {v!r}: {e.message}") from None
         out.append(f"{width}x{height}")
@@ -166,9 +169,10 @@ AXES = [
     Axis("CFG Scale", float, _set("cfg_scale")),
     Axis("Prompt S/R", str, _prompt_sr, confirm=_confirm_sr, bare_label=True),
     Axis("Prompt order", str, _prompt_order, confirm=_confirm_order, orders=True),
-    Axis("Sampler", str, _set("sampler_name"), normalise=_sampler_names, choices=samplers.sampler_names),
+    Axis("Sampler", str, _set("sampler_name"), normalise=_sampler_names, choices=sd_samplers.visible_sampler_names),
     Axis("Checkpoint name", str, _checkpoint, normalise=_checkpoint_names),
-    Axis("Schedule type", str, _set("scheduler"), normalise=_schedule_names, choices=samplers.schedule_types),
+    Axis("Schedule type", str, _set("scheduler"), normalise=_schedule_names,
+         choices=lambda: [s.label for s in sd_schedulers.schedulers]),
     Axis("Clip skip", int, _clip_skip),
     # A1111's txt2img Denoising changes only the hires. fix pass, which Kiln does not have
     Axis("Denoising", float, _set("denoising_strength"), img2img_only=True),
