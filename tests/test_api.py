@@ -256,6 +256,20 @@ def test_malformed_json_is_422_and_the_server_keeps_serving(client):
     assert r.status_code == 200 and json.loads(r.json()["info"])["seed"] == 2
 
 
+def test_prompts_that_would_hold_the_server_are_422_at_once_and_it_keeps_serving(client, runtime):
+    """The probe's denial of service: 1 MB of "(" held the one queue for minutes. Now the
+    prompt is checked when the request arrives: a 422 naming the field, nothing queued."""
+    for field, text in (("prompt", "(" * 1_000_000), ("prompt", "[a:" * 300_000),
+                        ("negative_prompt", "(((((" * 20), ("prompt", "a cat \ud800 on a mat")):
+        body = json.dumps({**SMALL, "seed": 1, field: text})  # \ud800: a lone surrogate, as JSON allows
+        r = client.post("/sdapi/v1/txt2img", content=body.encode(), headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text[:200]
+        assert r.json()["field"] == field
+        assert runtime.jobs.history() == [] and runtime.jobs.pending() == []  # never queued
+    r = client.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 2, "prompt": "(a red circle:1.2), [big|small]"})
+    assert r.status_code == 200
+
+
 def test_bad_images_are_4xx_and_the_server_keeps_serving(client, runtime):
     good = b64png(gradient(64, 64))
     cases = [

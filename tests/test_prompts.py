@@ -329,3 +329,53 @@ def test_load_styles_csv_old_layout_and_missing(tmp_path):
     old.write_text("name,text\nwarm,\"warm light, sunset\"\n", encoding="utf-8")
     assert load_styles_csv(old) == [Style("warm", "warm light, sunset", "")]
     assert load_styles_csv(tmp_path / "none.csv") == []
+
+
+# ------------------------------------------------------------------------ bounded parsing
+
+def _whole_parse_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
+    """get_schedule as it was before pieces: one Earley parse of the whole prompt."""
+    import lark
+
+    from modules.text import prompt_syntax as ps
+
+    timeline = ps._Timeline(steps)
+    try:
+        tree = ps._ToNodes().transform(ps._parser().parse(prompt))
+    except lark.exceptions.LarkError:
+        return [(steps, prompt)]
+    return [(end, timeline.render(tree, end)) for end in sorted(timeline.switches(tree) | {steps})]
+
+
+def test_parsing_piece_by_piece_gives_the_whole_parse():
+    """Random prompts of words, brackets, colons, numbers, bars, escapes and commas: the
+    piece-by-piece parse (bounded cost) gives exactly the schedule of one whole parse."""
+    import random
+
+    from modules.text.prompt_syntax import pieces
+
+    rng = random.Random(1234)
+    atoms = ["cat", " dog", ", ", ",", "(", ")", "[", "]", ":", "|", "0.5", "3", ":1.2", " ", "\\(", "AND"]
+    groups = ["(cat:1.2)", "[dog:cat:0.5]", "[red|blue|green]", "((big))", "[a:3]", "[a::0.2]", "(x, y)", "[(a):b:2]",
+              "\\(not a group)", "plain words", "a:b", "[c]", "(d:e:f)"]
+    split = 0
+    for i in range(400):
+        if i % 2:  # anything, mostly unbalanced
+            prompt = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 14)))
+        else:  # groups people write, joined by commas (with some stray brackets)
+            prompt = rng.choice([", ", ",", " "]).join(rng.choice(groups + atoms[:4]) for _ in range(rng.randint(1, 8)))
+        assert get_schedule(prompt, 10) == _whole_parse_schedule(prompt, 10), prompt
+        split += len(pieces(prompt)) > 1
+    assert split > 100  # a good part of them were really cut into pieces
+
+
+def test_a_prompt_that_would_hold_the_server_is_refused_before_parsing():
+    from modules.text.prompt_syntax import MAX_PIECE_BRACKETS, check, pieces
+
+    for bad in ("(" * 1_000_000, "[a:" * 400_000, "(" * (MAX_PIECE_BRACKETS + 1), "(a:1.1), " * 300):
+        with pytest.raises(ValueError, match="limit"):
+            check(bad)
+    long_but_fine = ", ".join(f"(word{i}:1.1)" for i in range(120)) + ", a [cat:dog:0.5] [red|blue]"
+    check(long_but_fine)  # 120 weighted words, an edit and an alternation: what people write
+    assert len(pieces(long_but_fine)) == 121
+    assert get_schedule(long_but_fine, 4) == _whole_parse_schedule(long_but_fine, 4)

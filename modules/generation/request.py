@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from modules.text import prompt_syntax
+
 
 class RequestError(ValueError):
     """A bad value in a request: names the field so the UI and API can say which."""
@@ -100,8 +102,17 @@ class GenerationRequest:
 
     def validate(self, limits: Limits = Limits()) -> "GenerationRequest":
         """Raise RequestError for the first bad field; return self for chaining."""
-        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
-            raise RequestError("prompt", "must be text")
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(self, name)
+            if not isinstance(text, str):
+                raise RequestError(name, "must be text")
+            try:
+                text.encode("utf-8")
+                prompt_syntax.check(text)  # bounded parse cost: checked before the job queues
+            except UnicodeEncodeError:
+                raise RequestError(name, "holds a lone surrogate (such as \\ud800), which is not text") from None
+            except ValueError as e:
+                raise RequestError(name, str(e)) from None
         if not 1 <= int(self.steps) <= limits.max_steps:
             raise RequestError("steps", f"must be between 1 and {limits.max_steps}, got {self.steps}")
         if not 0 <= float(self.cfg_scale) <= 100:

@@ -86,6 +86,83 @@ def _parser() -> lark.Lark:
     return lark.Lark(_GRAMMAR)
 
 
+# The Earley parse's cost grows much faster than the prompt's length (250 "(" take over a
+# second, 200 "(word:1.1)" groups in one parse nearly a minute), so the prompt is parsed
+# piece by piece, and a piece may hold only so many brackets. Both limits are far beyond
+# what prompts written by people need; GenerationRequest.validate checks them on arrival.
+MAX_PROMPT_CHARS = 20_000
+MAX_PROMPT_BRACKETS = 500
+MAX_PIECE_BRACKETS = 32
+_CLOSES = {")": "(", "]": "["}
+
+
+def pieces(prompt: str) -> list[str]:
+    """The prompt cut after each top-level comma, where every bracket before the cut is
+    closed by its own kind: no rule of the grammar can span such a cut (``plain`` text
+    can, but its pieces render to the same text), so A1111's parse of the whole is the
+    pieces' parses one after another. Unbalanced brackets or a top-level "|" (which makes
+    the whole prompt plain text) give one piece: the whole prompt."""
+    stack: list[str] = []
+    cuts, start, i = [], 0, 0
+    while i < len(prompt):
+        c = prompt[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "([":
+            stack.append(c)
+        elif c in ")]":
+            if not stack or stack[-1] != _CLOSES[c]:
+                return [prompt]
+            stack.pop()
+        elif c == "|" and not stack:
+            return [prompt]
+        elif c == "," and not stack:
+            cuts.append(prompt[start:i + 1])
+            start = i + 1
+        i += 1
+    if stack:
+        return [prompt]
+    return cuts + [prompt[start:]]
+
+
+def check(prompt: str) -> None:
+    """ValueError, saying what to change, for a prompt whose parse would hold the server:
+    longer than MAX_PROMPT_CHARS, more than MAX_PROMPT_BRACKETS brackets, or a piece (the
+    text between top-level commas; the whole prompt when its brackets do not pair up) with
+    more than MAX_PIECE_BRACKETS. Linear in the prompt's length: run it on arrival."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    total = sum(prompt.count(c) for c in "()[]")
+    if total > MAX_PROMPT_BRACKETS:
+        raise ValueError(f"has {total} brackets; the limit is {MAX_PROMPT_BRACKETS}")
+    for piece in pieces(prompt):
+        brackets = sum(piece.count(c) for c in "()[]")
+        if brackets > MAX_PIECE_BRACKETS:
+            raise ValueError(f"has {brackets} brackets between two commas (or brackets that do not pair up); "
+                             f"the limit is {MAX_PIECE_BRACKETS}, in {piece[:40]!r}")
+
+
+def _chunks(prompt: str, brackets: int = 16) -> list[str]:
+    """Consecutive pieces joined while they hold at most `brackets` brackets together:
+    each parse has a fixed cost, so plain text and small groups go in together."""
+    chunks, current, held = [], "", 0
+    for piece in pieces(prompt):
+        n = sum(piece.count(c) for c in "()[]")
+        if current and held + n > brackets:
+            chunks.append(current)
+            current, held = "", 0
+        current, held = current + piece, held + n
+    return chunks + [current] if current else chunks
+
+
+def _parse(prompt: str) -> _Node:
+    """The prompt's tree, parsed chunk by chunk (see pieces); LarkError when a chunk, and
+    so the whole prompt, does not parse."""
+    to_nodes = _ToNodes()
+    return tuple(to_nodes.transform(_parser().parse(chunk)) for chunk in _chunks(prompt))
+
+
 @dataclass(frozen=True)
 class _Timeline:
     """How edit numbers become steps (A1111's scheduling rules).
@@ -157,7 +234,7 @@ def get_schedule(prompt: str, steps: int, hires_steps: int | None = None,
     else:
         timeline = _Timeline(hires_steps, int_offset=steps, frac_offset=1.0)
     try:
-        tree = _ToNodes().transform(_parser().parse(prompt))
+        tree = _parse(prompt)
     except lark.exceptions.LarkError:
         return [(timeline.steps, prompt)]
     ends = sorted(timeline.switches(tree) | {timeline.steps})
