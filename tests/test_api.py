@@ -270,6 +270,39 @@ def test_prompts_that_would_hold_the_server_are_422_at_once_and_it_keeps_serving
     assert r.status_code == 200
 
 
+def test_clip_skip_past_the_text_encoder_is_clamped_with_a_warning(client):
+    """The probe's clip skip 5 on a shallow encoder was a 500 on every later txt2img once
+    saved. The tiny checkpoint's 2-layer encoder allows 3: the job runs with 3 and says so."""
+    assert client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 5}).status_code == 200
+    for _ in range(2):  # the saved setting keeps working
+        r = client.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 1, "prompt": "a red circle"})
+        assert r.status_code == 200, r.text
+        info = json.loads(r.json()["info"])
+        assert any("Clip skip 5" in w and "3 was used" in w for w in info["warnings"])
+        assert "Clip skip: 3," in info["infotexts"][0]
+
+
+def test_settings_that_config_json_cannot_hold_are_422_and_options_keep_working(client, runtime):
+    """The probe's POST that broke GET /options for good: a lone surrogate in a key or a
+    value, a 900-level nested value, a huge value. Each is refused before anything is
+    applied; the settings and config.json stay readable."""
+    nested: list = []
+    for _ in range(900):
+        nested = [nested]
+    surrogate = '{"zz_sur\\ud800": "x"}', '{"zz_key": "x\\udfff"}'
+    bodies = [text.encode() for text in surrogate] + [json.dumps({"zz_deep": nested}).encode(),
+                                                       json.dumps({"zz_big": "x" * (1024 * 1024)}).encode()]
+    for body in bodies:
+        r = client.post("/sdapi/v1/options", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text[:200]
+        assert r.json()["field"].startswith("zz_")
+    assert client.get("/sdapi/v1/options").status_code == 200
+    assert client.post("/sdapi/v1/options", json={"zz_client_key": [1, {"a": "b"}]}).status_code == 200
+    saved = json.loads((runtime.data_dir / "config.json").read_text(encoding="utf-8"))
+    assert saved["zz_client_key"] == [1, {"a": "b"}] and not any(k.startswith(("zz_sur", "zz_deep", "zz_big"))
+                                                                 for k in saved)
+
+
 def test_bad_images_are_4xx_and_the_server_keeps_serving(client, runtime):
     good = b64png(gradient(64, 64))
     cases = [

@@ -82,6 +82,12 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
     if width % factor or height % factor:
         raise RequestError("width", f"width and height must be multiples of {factor} for this model")
     samplers.validate(request.sampler_name, request.scheduler)
+    deepest = conditioning.deepest_clip_skip(model)
+    clip_skip_warning = None
+    if int(request.clip_skip) > deepest:  # A1111 lets clip skip run past a small encoder; we clamp and say so
+        clip_skip_warning = (f"Clip skip {request.clip_skip} is deeper than this model's text encoder goes: "
+                             f"{deepest} was used")
+        request = request.replace(clip_skip=deepest)
     total = request.batch_size * request.n_iter
     each = request.per_image or per_image(request.prompt, request.negative_prompt, request.seed, request.subseed, total)
     total = min(total, len(each.prompts))  # a script's per-image prompts: as many images as prompts
@@ -96,7 +102,7 @@ def generate(model, request: GenerationRequest, *, outdir: Path, control: JobCon
     # (with a script's per-image prompts, the first image's networks, as A1111 takes a batch's from its first)
     networks_used = extra_networks.activate(networks, model, all_prompts[0] if all_prompts else request.prompt,
                                             request.negative_prompt)
-    result.warnings = networks_used.warnings
+    result.warnings = networks_used.warnings + ([clip_skip_warning] if clip_skip_warning else [])
     extra_info |= networks_used.infotext
     for batch in range(request.n_iter):
         if control.interrupted:

@@ -9,6 +9,7 @@ a widget offers and what the engine accepts cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,48 @@ def coerce(key: str, value: Any, default: Any, field_name: str | None = None) ->
     return value
 
 
+# What config.json may hold per setting: A1111 clients store small values of their own
+# there; a value past these would make every later read of the settings fail or crawl.
+MAX_VALUE_BYTES = 64 * 1024
+MAX_VALUE_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (without recursion: a 900-level value
+    must not overflow the stack of the check meant to refuse it)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (list, tuple, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_VALUE_DEPTH:
+                todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def storable(key: Any, value: Any) -> None:
+    """OptionError unless `key` and `value` can be written to config.json and read back:
+    text that is valid Unicode (no lone surrogates), nesting at most MAX_VALUE_DEPTH deep,
+    at most MAX_VALUE_BYTES once written."""
+    name = key if isinstance(key, str) else repr(key)
+    if not isinstance(key, str) or not key.strip():
+        raise OptionError(name, "a setting's name must be non-empty text")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OptionError(name.encode("utf-8", "backslashreplace").decode(), "the name is not valid Unicode text") from None
+    if _depth(value) > MAX_VALUE_DEPTH:
+        raise OptionError(key, f"nests deeper than {MAX_VALUE_DEPTH} levels")
+    try:
+        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError:
+        raise OptionError(key, "holds text that is not valid Unicode (a lone surrogate)") from None
+    except (TypeError, ValueError) as e:
+        raise OptionError(key, f"cannot be stored in config.json ({e})") from None
+    if size > MAX_VALUE_BYTES:
+        raise OptionError(key, f"is {size} bytes once stored; the limit is {MAX_VALUE_BYTES}")
+
+
 def check(options: Options, values: dict[str, Any], declared: dict[str, Any] | None = None) -> OptionChange:
     """Check every value of `values` (A1111's setting names) against `options`, before any is
     applied. `declared`: extensions' settings and their defaults (shared.opts.add_option);
@@ -109,6 +152,7 @@ def check(options: Options, values: dict[str, Any], declared: dict[str, Any] | N
     declared = declared or {}
     change = OptionChange()
     for key, value in values.items():
+        storable(key, value)
         if key == "sd_model_checkpoint":
             if not isinstance(value, str) or not value.strip():
                 raise OptionError(key, "must be a checkpoint title or name")
@@ -127,5 +171,5 @@ def check(options: Options, values: dict[str, Any], declared: dict[str, Any] | N
     return change
 
 
-__all__ = ["OptionError", "OptionChange", "READ_ONLY_OPTIONS", "DERIVED_OPTIONS", "CHOICES", "BOUNDS", "defaults",
+__all__ = ["OptionError", "OptionChange", "storable", "MAX_VALUE_BYTES", "MAX_VALUE_DEPTH", "READ_ONLY_OPTIONS", "DERIVED_OPTIONS", "CHOICES", "BOUNDS", "defaults",
            "coerce", "check"]

@@ -157,6 +157,14 @@ def _layer(encoder, ids: torch.Tensor, index: int, final_norm: bool):
     return hidden, pooled
 
 
+def deepest_clip_skip(model) -> int:
+    """The largest clip skip every text encoder of the model can give: clip skip counts
+    hidden states back from the encoder's reading layer, and past the token embeddings
+    there is nothing (the demo model's 3-layer encoder allows 4; SD 1.5's, 13)."""
+    return min(spec.hidden_index(1) + 1 + encoder.config.num_hidden_layers + 1
+               for encoder, spec in zip(model.text_encoders, model.family.text_encoders))
+
+
 @torch.no_grad()
 def encode(model, prompts: list[str], clip_skip: int = 1, min_chunks: int = 1,
            emphasis: str = "Original") -> Conditioning:
