@@ -304,6 +304,24 @@ def test_installing_is_refused_when_the_server_listens_beyond_localhost(make_run
     assert not (rt.data_dir / "extensions" / "ext").exists()
 
 
+def test_the_settings_api_obeys_the_same_rule_when_access_is_off(make_runtime, tmp_path):
+    """The probe enabled and disabled extensions through POST /sdapi/v1/options under
+    --listen, where the page refuses it. Now it is a 422 with the same message, config.json
+    is unchanged, and other settings still change."""
+    from fastapi.testclient import TestClient
+
+    from webui.server import create_app
+
+    rt = make_runtime(extension_access=False)
+    with TestClient(create_app(rt, cmd_args.parse(["--api", "--listen"]))) as client:
+        for body in ({"disabled_extensions": ["xyz-grid"]}, {"disable_all_extensions": "extra"}):
+            r = client.post("/sdapi/v1/options", json=body)
+            assert r.status_code == 422 and "--enable-insecure-extension-access" in r.json()["detail"]
+        assert rt.options.disabled_extensions == [] and rt.options.disable_all_extensions == "none"
+        assert client.post("/sdapi/v1/options", json={"samples_save": False}).status_code == 200
+    assert json.loads((rt.data_dir / "config.json").read_text())["disable_all_extensions"] == "none"
+
+
 def test_the_tab_refuses_with_the_message_when_access_is_off(make_runtime, tmp_path):
     import gradio as gr
 

@@ -23,6 +23,7 @@ import torch
 
 from modules.device import memory
 from modules.device.devices import DeviceConfig
+from modules.extensions.install import ACCESS_REFUSED
 from modules.extensions.manager import ExtensionManager
 from modules.files import model_folders
 from modules.generation import pipeline
@@ -108,6 +109,8 @@ class Runtime:
                                            access=config.extension_access,
                                            disable_all=config.disable_all_extensions,
                                            restart_command=config.restart_command)
+        if not config.extension_access:  # the API's settings obey the Extensions tab's rule
+            self.settings.locked = {key: ACCESS_REFUSED for key in ("disabled_extensions", "disable_all_extensions")}
         self.job_runner: JobRunner = JobRunner()
         self.progress = Progress()  # the running generation (what /progress and the UI read)
         self.control: JobControl | None = None  # the running generation's flags

@@ -23,6 +23,9 @@ class Settings:
         # set by the runtime: loads a newly chosen checkpoint (through the job queue) and
         # returns its name, or raises CheckpointError; set() calls it before saving anything
         self.switch_checkpoint: Callable[[str], str] | None = None
+        # settings that may not change here, and why (the runtime locks the extension
+        # settings when the server listens beyond localhost, as the Extensions tab does)
+        self.locked: dict[str, str] = {}
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +37,9 @@ class Settings:
         CheckpointError) and changes nothing. A new sd_model_checkpoint is loaded first.
         Returns name -> (old value, new value) of what changed."""
         declared = {key: getattr(info, "default", None) for key, info in self.declared.items()}
+        for key, why in self.locked.items():
+            if key in values and values[key] != getattr(self.options, key):
+                raise option_rules.OptionError(key, why)
         change = option_rules.check(self.options, values, declared)
         changed: dict[str, tuple] = {}
         if change.checkpoint is not None:
