@@ -333,6 +333,8 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     else:
         result = runtime.generate(request, p.control, job="scripts", hooks=hooks)
     p.sd_model = runtime.model
+    if p.width is None or p.height is None:  # the size the engine chose (native, or the init image's)
+        p.width, p.height = result.request.width, result.request.height
     processed = Processed.from_result(p, result)
     if p.scripts is not None:
         p.scripts.postprocess(p, processed)

@@ -365,6 +365,8 @@ def test_unsent_size_is_the_models_native_size_or_the_init_images(client, runtim
                                                "denoising_strength": 0.5, "override_settings": demo})
     assert r.status_code == 200, r.text
     assert decode(r.json()["images"][0]).size == (96, 80)
+    info = json.loads(r.json()["info"])
+    assert (info["width"], info["height"]) == (96, 80)  # the size used, not the null that was sent
 
 
 def test_inpainting_leaves_unmasked_pixels_unchanged(client):
