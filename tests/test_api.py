@@ -303,6 +303,22 @@ def test_settings_that_config_json_cannot_hold_are_422_and_options_keep_working(
                                                                  for k in saved)
 
 
+def test_a_damaged_checkpoint_is_a_4xx_naming_the_file_and_the_model_stays(client, runtime):
+    """The probe's corrupt headers gave raw Python messages ("pop expected at most 1
+    argument") and a 500. Now: a 422 with the file's name and a plain sentence."""
+    folder = runtime.data_dir / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True, exist_ok=True)
+    assert client.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 1}).status_code == 200
+    for name, header in (("list.safetensors", b"[1, 2]"), ("entry.safetensors", b'{"w": {"dtype": "F32"}}')):
+        (folder / name).write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 64)
+        r = client.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 1, "override_settings": {
+            "sd_model_checkpoint": name.removesuffix(".safetensors")}})
+        assert r.status_code == 422, r.text
+        assert name in r.json()["detail"] and "corrupt safetensors header" in r.json()["detail"]
+    assert runtime.model.name == "tiny-sd1.safetensors"
+    assert client.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 1}).status_code == 200
+
+
 def test_bad_images_are_4xx_and_the_server_keeps_serving(client, runtime):
     good = b64png(gradient(64, 64))
     cases = [

@@ -50,13 +50,21 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{path.name}: corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name}: corrupt safetensors header (not a table of tensors)")
     metadata = header.pop("__metadata__", None) or {}
     tensors = {}
     for key, entry in header.items():
-        start, end = entry["data_offsets"]
+        try:
+            start, end = entry["data_offsets"]
+            info = TensorInfo(tuple(int(d) for d in entry["shape"]), str(entry["dtype"]))
+            end = int(end)
+        except (TypeError, KeyError, ValueError):
+            raise CheckpointError(f"{path.name}: corrupt safetensors header (tensor {key!r} is not described "
+                                  "by a shape, a dtype and offsets)") from None
         if end + 8 + n > size:
             raise CheckpointError(f"{path.name}: file is truncated (tensor {key} ends past the end of the file)")
-        tensors[key] = TensorInfo(tuple(entry["shape"]), entry["dtype"])
+        tensors[key] = info
     return tensors, metadata
 
 

@@ -66,7 +66,8 @@ def _error_for(e: Exception, sampler_field: str = "sampler_name") -> ApiError:
     if isinstance(e, CheckpointError):
         if isinstance(e, CheckpointNotFound):
             return ApiError(404, "sd_model_checkpoint", str(e))
-        return ApiError(500, "sd_model_checkpoint", str(e), kind="CheckpointError")
+        # the file is the user's to replace: a 4xx that names it, the previous model stays loaded
+        return ApiError(422, "sd_model_checkpoint", str(e), kind="CheckpointError")
     if isinstance(e, upscalers.UpscaleError):
         return ApiError({"unknown": 404, "too_large": 413}.get(e.kind, 422), e.field, e.message)
     log.error("API job failed", exc_info=e)
