@@ -28,7 +28,7 @@ from modules import script_callbacks
 from modules.files import images, infotext
 from modules.generation.hooks import Batch, Hooks, JobControl
 from modules.generation.pipeline import GenerationResult
-from modules.generation.request import GenerationRequest, Limits, PerImage
+from modules.generation.request import GenerationRequest, Limits, PerImage, ScriptSelection
 from modules.generation.seeds import per_image, resolve_seed
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ class StableDiffusionProcessing:
             self.request, **changes, checkpoint=checkpoint, override_settings=overrides,
             mode="img2img" if self.is_img2img else "txt2img", per_image=each,
             infotext_params=self.extra_generation_params,  # the same dict: batch hooks may add to it
-            save_images=not self.do_not_save_samples, save_grid=not self.do_not_save_grid)
+            save_images=not self.do_not_save_samples, save_grid=not self.do_not_save_grid,
+            scripts=ScriptSelection())  # p's own run is the engine's: its scripts already ran around it
 
     def validate(self) -> None:
         """Kiln's addition: raise RequestError (the API answers 422, naming the field) for
