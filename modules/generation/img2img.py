@@ -1,8 +1,11 @@
-"""Image-side preparation for img2img, inpainting and outpainting (pure PIL/numpy).
+"""img2img, inpainting and outpainting: the loop's inputs and the results pasted back.
 
-Resize modes, mask preparation (invert, blur), A1111's masked-content "fill", the
-"only masked" crop region, outpaint padding, and pasting the result back so that pixels
-outside the blurred mask stay exactly as they were.
+The pixel side (PIL/numpy): resize modes, mask preparation (invert, blur), A1111's
+masked-content "fill", the "only masked" crop region, outpaint padding, and pasting the
+result back so that pixels outside the blurred mask stay exactly as they were. Then
+`prepare_img2img` turns a batch's init images and mask into init latents, the latent mask
+and an inpainting model's extra channels, and `finish_img2img` pastes the decoded images
+back over the originals.
 """
 from __future__ import annotations
 
