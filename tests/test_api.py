@@ -319,6 +319,18 @@ def test_a_damaged_checkpoint_is_a_4xx_naming_the_file_and_the_model_stays(clien
     assert client.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 1}).status_code == 200
 
 
+def test_an_empty_mask_in_only_masked_mode_at_another_size_returns_the_picture(client):
+    """The probe's all-black mask, "only masked", mask and picture of different sizes:
+    a 500 ("images do not match"). Nothing is masked, so the picture comes back unchanged."""
+    init = gradient(96, 64)
+    r = client.post("/sdapi/v1/img2img", json={**SMALL, "seed": 1, "init_images": [b64png(init)],
+                                               "mask": b64png(Image.new("RGB", (48, 32), (0, 0, 0))),
+                                               "inpaint_full_res": True, "denoising_strength": 0.8})
+    assert r.status_code == 200, r.text
+    out = decode(r.json()["images"][0]).convert("RGB")
+    assert out.size == (96, 64) and out.tobytes() == init.convert("RGB").tobytes()
+
+
 def test_bad_images_are_4xx_and_the_server_keeps_serving(client, runtime):
     good = b64png(gradient(64, 64))
     cases = [

@@ -210,8 +210,10 @@ def prepare_img2img(model, request: GenerationRequest, sources: list[Image.Image
         if request.inpaint_full_res:  # "only masked": work on the masked region at full size
             original = src.convert("RGB")
             sharp_full, blurred = prepare_mask(request.mask, original.size, invert, blur)
-            region = masked_region(sharp_full, int(request.inpaint_full_res_padding), width, height)
-            box = region.box if region else (0, 0, *original.size)
+            # an empty mask repaints nothing: its region is the whole picture (pasted back unchanged)
+            region = masked_region(sharp_full, int(request.inpaint_full_res_padding), width, height) \
+                or Region((0, 0, *original.size))
+            box = region.box
             proc = original.crop(box).resize((width, height), Image.Resampling.LANCZOS)
             sharp = sharp_full.crop(box).resize((width, height), Image.Resampling.NEAREST)
         else:  # the mask goes through the same resize as the picture
