@@ -144,19 +144,19 @@ class Runtime:
         """Validate now (a bad request never waits in the queue), queue, return the Task.
         `keep_checkpoint`: a request.checkpoint stays loaded (and chosen) afterwards.
         `hooks`: run the engine once with them instead of the job runner."""
-        request = self.prepare(request)
-        control = control or JobControl()
-        return self.jobs.submit(lambda: self.run_job(request, control, job, keep_checkpoint, hooks),
-                                name=job, task_id=task_id)
+        return self.jobs.submit(self._job(request, control, job, keep_checkpoint, hooks), name=job, task_id=task_id)
 
     def generate(self, request: GenerationRequest, control: JobControl | None = None, job: str = "job", *,
                  task_id: str | None = None, keep_checkpoint: bool = False,
                  hooks: Hooks | None = None) -> GenerationResult:
         """submit() and wait for the result (a job that generates runs it at once: the queue's rule)."""
-        request = self.prepare(request)
-        control = control or JobControl()
-        return self.jobs.run(lambda: self.run_job(request, control, job, keep_checkpoint, hooks),
-                             name=job, task_id=task_id)
+        return self.jobs.run(self._job(request, control, job, keep_checkpoint, hooks), name=job, task_id=task_id)
+
+    def _job(self, request: GenerationRequest, control: JobControl | None, job: str, keep_checkpoint: bool,
+             hooks: Hooks | None):
+        """The queue's task for a request, checked now (prepare) so a bad one never waits."""
+        request, control = self.prepare(request), control or JobControl()
+        return lambda: self.run_job(request, control, job, keep_checkpoint, hooks)
 
     @property
     def job_running(self) -> bool:

@@ -96,6 +96,10 @@ MAX_PIECE_BRACKETS = 32
 _CLOSES = {")": "(", "]": "["}
 
 
+def _brackets(text: str) -> int:
+    return sum(text.count(c) for c in "()[]")
+
+
 def pieces(prompt: str) -> list[str]:
     """The prompt cut after each top-level comma, where every bracket before the cut is
     closed by its own kind: no rule of the grammar can span such a cut (``plain`` text
@@ -133,11 +137,11 @@ def check(prompt: str) -> None:
     more than MAX_PIECE_BRACKETS. Linear in the prompt's length: run it on arrival."""
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
-    total = sum(prompt.count(c) for c in "()[]")
+    total = _brackets(prompt)
     if total > MAX_PROMPT_BRACKETS:
         raise ValueError(f"has {total} brackets; the limit is {MAX_PROMPT_BRACKETS}")
     for piece in pieces(prompt):
-        brackets = sum(piece.count(c) for c in "()[]")
+        brackets = _brackets(piece)
         if brackets > MAX_PIECE_BRACKETS:
             raise ValueError(f"has {brackets} brackets between two commas (or brackets that do not pair up); "
                              f"the limit is {MAX_PIECE_BRACKETS}, in {piece[:40]!r}")
@@ -148,7 +152,7 @@ def _chunks(prompt: str, brackets: int = 16) -> list[str]:
     each parse has a fixed cost, so plain text and small groups go in together."""
     chunks, current, held = [], "", 0
     for piece in pieces(prompt):
-        n = sum(piece.count(c) for c in "()[]")
+        n = _brackets(piece)
         if current and held + n > brackets:
             chunks.append(current)
             current, held = "", 0

@@ -88,16 +88,12 @@ class Api:
         field = "sampler_name" if values.get("sampler_name") else "sampler_index"
         raw = values.get("sampler_name") or values.get("sampler_index") or "Euler"
         try:
-            name, label = samplers.resolve_names(raw, values.get("scheduler") or "Automatic")
+            sampler, label = samplers.resolve(raw, values.get("scheduler") or "Automatic")
         except samplers.UnknownSampler as e:
             raise ApiError(404, field, str(e)) from None
         except samplers.SamplerError as e:
             raise ApiError(422, "scheduler", str(e)) from None
-        try:
-            samplers.validate(name, label)
-        except samplers.SamplerError as e:
-            raise ApiError(422, "scheduler", str(e)) from None
-        return name, label
+        return sampler.name, label
 
     def _checkpoint(self, name: Any, field: str) -> str:
         if not isinstance(name, str) or not name.strip():
